@@ -1,0 +1,71 @@
+"""Captions that differ from a scene's true caption in exactly one attribute.
+
+Used to check that the scorer rejects wrong captions, and later as hard negatives for CLIP
+(pick the true caption among ones that each change one attribute). Every caption returned here
+is false of its scene, checked symbolically against the scene's true objects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .captions import CaptionSpec, format_caption, parse_caption
+from .scene import Scene
+from .score import caption_holds
+from .vocab import BACKGROUNDS, COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, position_of
+
+ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "position", "background")
+
+
+def _other(rng: np.random.Generator, options, current):
+    choices = [o for o in options if o != current]
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _candidate(scene: Scene, spec: CaptionSpec, attribute: str, rng: np.random.Generator) -> CaptionSpec | None:
+    objects = list(spec.objects)
+    # In a count every object is the same phrase, so a change applies to all of them at once.
+    targets = range(len(objects)) if spec.form == "count" else [int(rng.integers(len(objects)))]
+    if attribute in ("colour", "shape", "size"):
+        first = objects[targets[0]]
+        if attribute == "colour":
+            new = first.__class__(colour=_other(rng, tuple(COLOURS), first.colour), shape=first.shape, size=first.size)
+        elif attribute == "shape":
+            new = first.__class__(colour=first.colour, shape=_other(rng, SHAPES, first.shape), size=first.size)
+        else:
+            true_size = scene.objects[targets[0]].size
+            new = first.__class__(colour=first.colour, shape=first.shape, size=_other(rng, SIZES, true_size))
+        for t in targets:
+            objects[t] = new
+        return spec.with_(objects=tuple(objects))
+    if attribute == "count":
+        if spec.form == "count":
+            return spec.with_(objects=(objects[0],) * (5 - len(objects)))  # two <-> three
+        if spec.form == "single":
+            return spec.with_(form="count", objects=(objects[0],) * 2, position=None)
+        return None
+    if attribute == "relation":
+        return spec.with_(relation=_other(rng, RELATIONS, spec.relation)) if spec.form == "pair" else None
+    if attribute == "position":
+        if spec.form != "single":
+            return None
+        true_cell = position_of(scene.objects[0].cx, scene.objects[0].cy)
+        return spec.with_(position=_other(rng, POSITIONS, true_cell))
+    if attribute == "background":
+        return spec.with_(background=_other(rng, tuple(BACKGROUNDS), scene.background))
+    raise ValueError(f"unknown attribute {attribute!r}: expected one of {', '.join(ATTRIBUTES)}")
+
+
+def perturb(scene: Scene, attribute: str, rng: np.random.Generator, tries: int = 20) -> str | None:
+    """A caption of `scene` with one `attribute` changed so that it is false; None if none applies.
+
+    A stated attribute is changed; an unstated one (size, position, background) is stated wrongly.
+    """
+    spec = parse_caption(scene.caption)
+    for _ in range(tries):
+        candidate = _candidate(scene, spec, attribute, rng)
+        if candidate is None:
+            return None
+        if not caption_holds(candidate, scene):
+            return format_caption(candidate)
+    return None
