@@ -38,6 +38,7 @@ def test_parses_every_part_of_the_grammar():
     ("a red circle on a white background in the center", "'in'"),
     ("a red circle in the center in the center", "'in'"),
     ("a red circle and a blue square and a green star and a pink cross", "'and'"),
+    ("a small red circle and a small red circle", "not already in the list"),
     ("a picture of", "ends too early"),
     ("a red circle to the left of", "ends too early"),
 ])

@@ -45,10 +45,21 @@ def test_bad_index_is_refused(bad):
         sample_scene("train", bad)
 
 
-def test_form_background_and_prefix_frequencies(train_scenes):
-    forms = Counter(s.form for s in train_scenes)
+@pytest.mark.parametrize("split", ["train", "novel"])
+def test_forms_counts_and_sizes_keep_their_probabilities(split):
+    # The forms are equally likely in every split, lists and counts hold 2 or 3 objects with p=1/2,
+    # and redrawing layouts must not thin out large objects in crowded scenes.
+    scenes = [sample_scene(split, i) for i in range(N)]
+    forms = Counter(s.form for s in scenes)
     for form in ("single", "pair", "list", "count"):
-        assert forms[form] / N == pytest.approx(0.25, abs=0.04), forms
+        assert forms[form] / N == pytest.approx(0.25, abs=0.035), forms
+    groups = [s for s in scenes if s.form in ("list", "count")]
+    assert sum(len(s.objects) == 3 for s in groups) / len(groups) == pytest.approx(0.5, abs=0.05)
+    crowded = [o for s in scenes if len(s.objects) == 3 for o in s.objects]
+    assert sum(o.size == "large" for o in crowded) / len(crowded) == pytest.approx(0.5, abs=0.05)
+
+
+def test_background_and_prefix_frequencies(train_scenes):
     assert sum(s.background == "white" for s in train_scenes) / N == pytest.approx(0.5, abs=0.04)
     specs = [parse_caption(s.caption) for s in train_scenes]
     assert sum(sp.prefix is None for sp in specs) / N == pytest.approx(0.5, abs=0.04)

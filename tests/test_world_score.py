@@ -139,7 +139,46 @@ def test_extra_object_fails_and_blobs_are_no_shape():
         assert not any(score_image(image, f"a blue {shape}").correct for shape in SHAPES)
 
 
+def _draw(background, *objects):
+    """A 64 px image with (colour, shape, size_px, cx_px, cy_px) objects, drawn by the project's geometry."""
+    from unclip.world.geometry import coverage
+    image = np.full((64, 64, 3), BACKGROUNDS[background], np.float64)
+    for colour, shape, s, cx, cy in objects:
+        alpha = coverage(shape, cx=cx, cy=cy, s=s, x0=0, y0=0, width=64, height=64)[..., None]
+        image += alpha * (np.array(COLOURS[colour] if isinstance(colour, str) else colour) - image)
+    return np.rint(image).astype(np.uint8)
+
+
+def test_counts_need_identical_objects_and_pairs_and_lists_distinct_ones():
+    mixed = _draw("white", ("red", "circle", 12, 32, 12), ("red", "circle", 23, 32, 44))
+    assert not score_image(mixed, "two red circles").correct  # one small, one large: not identical
+    assert score_image(mixed, "a small red circle and a large red circle").correct
+    assert score_image(mixed, "a red circle above a red circle").correct  # sizes differ: a pair is fine
+    same = _draw("white", ("red", "circle", 12, 32, 12), ("red", "circle", 12, 32, 44))
+    assert score_image(same, "two small red circles").correct
+    assert not score_image(same, "a red circle above a red circle").correct
+    assert not score_image(same, "a red circle and a red circle").correct
+
+
+def test_touching_objects_of_different_colours_stay_two_objects():
+    touching = _draw("white", ("red", "square", 16, 24, 32), ("blue", "square", 16, 40, 32))  # edges meet
+    assert score_image(touching, "a red square to the left of a blue square").correct
+    merged = _draw("white", ("red", "square", 16, 24, 32), ("red", "square", 16, 40, 32))
+    assert not score_image(merged, "two red squares").correct  # one colour: one blob, no shape
+
+
+def test_off_palette_colours_are_no_colour():
+    brown = _draw("white", ((120, 60, 20), "square", 20, 32, 32))
+    objects = parse_image(brown).objects
+    assert len(objects) == 1 and objects[0].colour is None and objects[0].shape == "square"
+    assert not any(score_image(brown, f"{c} square").correct for c in ("a red", "an orange", "a yellow"))
+
+
 def test_image_input_is_checked():
+    with pytest.raises(ValueError, match="uint8"):
+        parse_image(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="8-bit"):
+        parse_image(Image.new("I;16", (32, 32)))
     with pytest.raises(ValueError, match="square"):
         parse_image(np.zeros((32, 48, 3), np.uint8))
     with pytest.raises(ValueError, match="RGB"):

@@ -137,7 +137,11 @@ def parse_caption(caption: str) -> CaptionSpec:
             form = "list"
             while w.peek() == "and" and len(objects) < 3:
                 w.take("and")
+                start = w.i
                 objects += (_noun_phrase(w),)
+                if objects[-1].size is not None and objects[-1] in objects[:-1]:
+                    w.i = start  # WORLD.md: a list never holds two identical objects
+                    w.fail("an object not already in the list (identical objects take a count: 'two ...')")
         else:
             form = "single"
     found: dict[str, str] = {}

@@ -5,8 +5,8 @@ pixel p is modelled as B + alpha * (C - B). Steps:
 1. Background: the median colour of the border ring; named white or black when within
    BACKGROUND_TOLERANCE of one, otherwise unnamed (None), and then no stated background holds.
 2. Foreground: a pixel belongs to an object when the palette colour that explains it best covers
-   more than half of it (alpha > 0.5). Connected components (4-neighbour) under 0.3% of the image
-   are ignored.
+   more than half of it (alpha > 0.5). Connected components (4-neighbour) of each colour's pixels
+   under 0.3% of the image are ignored; touching objects of different colours stay apart.
 3. Colour: the palette colour whose mixing line B -> C explains the component's pixels best
    (least squared distance), so anti-aliased or blurred edges vote for the right colour.
 4. Shape, size and centre: alpha maps are blur-invariant in their mass and centroid, so for each
@@ -16,7 +16,10 @@ pixel p is modelled as B + alpha * (C - B). Steps:
 
 Decisions where WORLD.md is silent: images larger than WORK_SIZE are area-downsampled to it
 first (the contract's geometry is resolution-free); a component whose best fit leaves more than
-MAX_FIT_ERROR of its energy unexplained gets shape None, so a shapeless blob never counts as a shape.
+MAX_FIT_ERROR of its energy unexplained gets shape None, so a shapeless blob never counts as a shape;
+one whose pixels lie further than MAX_COLOUR_RMS from every palette colour's mixing line gets colour
+None (brown is not red). Touching objects of one colour merge into one component, which then
+fits no shape.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ FOREGROUND_ALPHA = 0.5
 MIN_COMPONENT_FRACTION = 0.003  # WORLD.md: ignore components under 0.3% of the image
 REGION_RADIUS = 3.0  # pixels around a component whose alpha counts towards its mass
 BLUR_SIGMAS = (0.0, 0.6, 1.0, 1.5)  # pixel widths the shape templates are tried at
+MAX_COLOUR_RMS = 40.0  # RGB distance (RMS over the component) from its colour's mixing line; beyond it, no colour
 MAX_FIT_ERROR = 0.1  # relative squared error above which a component is no shape (renders: <= 0.04)
 
 _PALETTE_NAMES = tuple(COLOURS)
@@ -44,7 +48,7 @@ _PALETTE = np.array([COLOURS[c] for c in _PALETTE_NAMES], dtype=np.float64)  # (
 
 @dataclass(frozen=True)
 class ParsedObject:
-    colour: str
+    colour: str | None  # None when no palette colour explains the component (see MAX_COLOUR_RMS)
     shape: str | None  # None when no shape fits (see MAX_FIT_ERROR)
     size: str  # "small" | "large"
     s: float  # fitted box side, unit coordinates
@@ -63,11 +67,15 @@ class ParsedImage:
 def as_rgb_array(image) -> np.ndarray:
     """A PIL image or an (H, W, 3) array as a square float64 RGB array in 0..255."""
     if isinstance(image, Image.Image):
+        if image.mode in ("I", "F") or image.mode.startswith("I;"):
+            raise ValueError(f"image mode {image.mode!r} is not an 8-bit image; convert it to RGB first")
         array = np.asarray(image.convert("RGB"), dtype=np.float64)
     else:
         array = np.asarray(image)
         if array.ndim != 3 or array.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB array, got shape {array.shape}")
+        if array.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 array with values 0..255, got dtype {array.dtype}")
         array = array.astype(np.float64)
     height, width = array.shape[:2]
     if height != width:
@@ -131,7 +139,13 @@ def parse_image(image) -> ParsedImage:
     residual2 = np.sum((offset[:, :, None, :] - clipped[..., None] * direction) ** 2, axis=-1)  # (H, W, K)
     best_k = np.argmin(residual2, axis=-1)  # (H, W)
     strength = np.take_along_axis(clipped, best_k[..., None], axis=-1)[..., 0]  # (H, W)
-    labels, n = ndimage.label(strength > FOREGROUND_ALPHA)
+    # Label each colour's pixels apart, so that touching objects of different colours stay two objects.
+    foreground = strength > FOREGROUND_ALPHA
+    labels, n = ndimage.label(foreground & (best_k == 0))
+    for k in range(1, len(_PALETTE)):
+        labels_k, n_k = ndimage.label(foreground & (best_k == k))
+        labels = np.where(labels_k > 0, labels_k + n, labels)
+        n += n_k
     sizes = ndimage.sum_labels(np.ones_like(strength), labels, index=np.arange(1, n + 1))
     keep = [i + 1 for i in range(n) if sizes[i] >= MIN_COMPONENT_FRACTION * side * side]
     if not keep:
@@ -143,7 +157,9 @@ def parse_image(image) -> ParsedImage:
     objects = []
     for label in keep:
         component = labels == label
-        k = int(np.argmin(residual2[component].sum(axis=0)))
+        fit = residual2[component].mean(axis=0)  # (K,) mean squared distance to each mixing line
+        k = int(np.argmin(fit))
+        colour = _PALETTE_NAMES[k] if np.sqrt(fit[k]) <= MAX_COLOUR_RMS else None
         region = (nearest == label) & (distance <= REGION_RADIUS)
         a = np.where(region, np.clip(alpha[..., k], -0.5, 1.5), 0.0)
         mass = float(a.sum())
@@ -153,7 +169,7 @@ def parse_image(image) -> ParsedImage:
         shape, s, cx, cy, error = _fit_shape(a, region, mass, mx, my)
         s_unit = s / side
         objects.append(ParsedObject(
-            colour=_PALETTE_NAMES[k], shape=shape if error <= MAX_FIT_ERROR else None,
+            colour=colour, shape=shape if error <= MAX_FIT_ERROR else None,
             size="small" if s_unit < SIZE_THRESHOLD else "large",
             s=s_unit, cx=cx / side, cy=cy / side, fit_error=error,
         ))

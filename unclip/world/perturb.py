@@ -12,7 +12,7 @@ import numpy as np
 from .captions import CaptionSpec, format_caption, parse_caption
 from .scene import Scene
 from .score import caption_holds
-from .vocab import BACKGROUNDS, COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, position_of
+from .vocab import BACKGROUNDS, COLOURS, HELD_OUT, POSITIONS, RELATIONS, SHAPES, SIZES, position_of
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "position", "background")
 
@@ -56,16 +56,27 @@ def _candidate(scene: Scene, spec: CaptionSpec, attribute: str, rng: np.random.G
     raise ValueError(f"unknown attribute {attribute!r}: expected one of {', '.join(ATTRIBUTES)}")
 
 
-def perturb(scene: Scene, attribute: str, rng: np.random.Generator, tries: int = 20) -> str | None:
+def _allowed(candidate: CaptionSpec, avoid_held_out: bool) -> bool:
+    if avoid_held_out and any((o.colour, o.shape) in HELD_OUT for o in candidate.objects):
+        return False
+    # A list never names the same fully stated object twice (WORLD.md); the parser refuses such captions.
+    stated = [o for o in candidate.objects if o.size is not None]
+    return candidate.form != "list" or len(set(stated)) == len(stated)
+
+
+def perturb(
+    scene: Scene, attribute: str, rng: np.random.Generator, *, avoid_held_out: bool = False, tries: int = 20
+) -> str | None:
     """A caption of `scene` with one `attribute` changed so that it is false; None if none applies.
 
     A stated attribute is changed; an unstated one (size, position, background) is stated wrongly.
+    With `avoid_held_out` (for negatives shown in training) no held-out colour-shape pair is written.
     """
     spec = parse_caption(scene.caption)
     for _ in range(tries):
         candidate = _candidate(scene, spec, attribute, rng)
         if candidate is None:
             return None
-        if not caption_holds(candidate, scene):
+        if _allowed(candidate, avoid_held_out) and not caption_holds(candidate, scene):
             return format_caption(candidate)
     return None

@@ -12,7 +12,8 @@ Decisions where WORLD.md is silent (listed here so an independent implementation
   objects), so positions and relations never sit on a decision line.
 - Pairs never hold two identical objects (same colour, shape and size class): such a scene is
   always captioned with a count (WORLD.md "Meaning"), so it is not drawn as a pair.
-- A list holds 2 or 3 objects and a count 2 or 3, each with p=1/2.
+- A list holds 2 or 3 objects and a count 2 or 3, each with p=1/2. A layout is retried (up to 5,000
+  times) for the same objects before they are redrawn, so large objects keep their p=1/2.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _pair_ok(relation: str, a: tuple[float, float], b: tuple[float, float]) -> b
     return margin_ok and relation_holds(relation, a, b)
 
 
-def _place(rng, identities, relation, tries: int = 200) -> list[WorldObject] | None:
+def _place(rng, identities, relation, tries: int = 5000) -> list[WorldObject] | None:
     """Draw sizes and centres for the identities; None when no layout was found in `tries`."""
     for _ in range(tries):
         boxes: list[tuple[float, float, float]] = []
@@ -148,23 +149,24 @@ def _caption(rng, form: str, objects: list[WorldObject], relation: str | None, b
 
 
 def sample_scene(split: str, index: int) -> Scene:
-    """The scene at `index` of `split`: the same on every machine, at every image size."""
+    """The scene at `index` of `split`: the same on every machine, at every image size.
+
+    The form, background, object count and relation are drawn once, so they keep the contract's
+    probabilities; only identities (for the split's held-out rule and the no-identical-objects
+    rule) and layouts are redrawn until they fit.
+    """
     rng = _rng(split, index)
+    form = _pick(rng, FORMS)
+    background = _pick(rng, tuple(BACKGROUNDS))
+    n = {"single": 1, "pair": 2}.get(form) or 2 + int(rng.integers(2))
+    relation = _pick(rng, RELATIONS) if form == "pair" else None
     while True:
-        form = _pick(rng, FORMS)
-        background = _pick(rng, tuple(BACKGROUNDS))
-        relation = None
-        if form == "single":
-            identities = [_identity(rng)]
-        elif form == "count":
-            identities = [_identity(rng)] * (2 + int(rng.integers(2)))
+        if form == "count":
+            identities = [_identity(rng)] * n
         else:
-            n = 2 if form == "pair" else 2 + int(rng.integers(2))
             identities = [_identity(rng) for _ in range(n)]
             if len(set(identities)) < n:
                 continue  # identical objects are only ever drawn as a count
-            if form == "pair":
-                relation = _pick(rng, RELATIONS)
         if not _split_ok(split, identities):
             continue
         objects = _place(rng, identities, relation)
@@ -172,4 +174,3 @@ def sample_scene(split: str, index: int) -> Scene:
             continue
         caption = _caption(rng, form, objects, relation, background)
         return Scene(objects=tuple(objects), background=background, caption=caption, form=form)
-

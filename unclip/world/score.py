@@ -32,7 +32,7 @@ def _matches(spec: ObjectSpec, obj: ParsedObject) -> bool:
 
 
 def _describe(obj: ParsedObject) -> str:
-    return f"{obj.size} {obj.colour} {obj.shape or 'blob'} at ({obj.cx:.2f}, {obj.cy:.2f})"
+    return f"{obj.size} {obj.colour or 'off-palette'} {obj.shape or 'blob'} at ({obj.cx:.2f}, {obj.cy:.2f})"
 
 
 def judge(spec: CaptionSpec, parsed: ParsedImage) -> str:
@@ -43,6 +43,13 @@ def judge(spec: CaptionSpec, parsed: ParsedImage) -> str:
     if len(found) != len(spec.objects):
         seen = "; ".join(_describe(o) for o in found) or "nothing"
         return f"expected {len(spec.objects)} object(s), found {len(found)}: {seen}"
+    identities = {(o.colour, o.shape, o.size) for o in found}
+    # WORLD.md "Meaning": a count is of identical objects (same size class too, stated or not), and two
+    # or three identical objects are always captioned with a count, so a pair or list of them is false.
+    if spec.form == "count" and len(identities) > 1:
+        return "a count needs identical objects, found: " + "; ".join(_describe(o) for o in found)
+    if spec.form in ("pair", "list") and len(identities) < len(found):
+        return "identical objects are captioned with a count, not a " + spec.form
     for order in permutations(found):
         if not all(_matches(s, o) for s, o in zip(spec.objects, order)):
             continue
