@@ -96,7 +96,8 @@ def main() -> None:
             share = sum(r[1] for r in results) / len(results)
             rows.append({
                 "row": name, "kind": "accept", "n": len(results), "value": share, "target": target,
-                "pass": None if target is None else share >= target, "ms_per_image": 1000 * statistics.median(r[2] for r in results),
+                "pass": None if target is None else share >= target,
+                "ms_per_image": 1000 * statistics.median(r[2] for r in results),
                 "failures": [{"index": r[0], "caption": r[3], "reason": r[4]} for r in results if not r[1]][:5],
             })
         attr = [r for chunk in pool.map(_reject_chunk, _chunks(args.n, 4 * args.workers)) for r in chunk]

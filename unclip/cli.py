@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verbs.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)",
                             description="Render Shapes-world test scenes, score them with the exact scorer, "
-                            "and write a captioned grid, each image framed green where the scorer calls it correct, red where not.")
+                            "and write a captioned grid, each image framed green where the scorer calls it correct, "
+                            "red where not.")
     demo.add_argument("--out", default="demo", help="output directory (default: demo)")
     demo.add_argument("--n", type=int, default=16, help="how many scenes (default: 16)")
     demo.set_defaults(run=_demo)

@@ -67,7 +67,8 @@ class _Words:
         self.words = caption.split(" ")
         for i, word in enumerate(self.words):
             if word == "":
-                raise ValueError(f"caption {caption!r}: extra space near word {i} (words are separated by single spaces)")
+                raise ValueError(
+                    f"caption {caption!r}: extra space near word {i} (words are separated by single spaces)")
         self.i = 0
 
     def peek(self, k: int = 0) -> str | None:
@@ -147,7 +148,9 @@ def parse_caption(caption: str) -> CaptionSpec:
     found: dict[str, str] = {}
     while w.peek() is not None:
         phrase = next((p for p in _PHRASES_AFTER_OBJECTS if w.at(p) and _PHRASES_AFTER_OBJECTS[p] not in found), None)
-        if phrase is None or (_PHRASES_AFTER_OBJECTS[phrase] == "position" and ("background" in found or form != "single")):
+        misplaced_position = phrase is not None and _PHRASES_AFTER_OBJECTS[phrase] == "position" and (
+            "background" in found or form != "single")
+        if phrase is None or misplaced_position:
             allowed = "a position (single objects only), " if form == "single" and not found else ""
             w.fail(allowed + "'on a white background', 'on a black background' or the end")
         found[_PHRASES_AFTER_OBJECTS[phrase]] = phrase

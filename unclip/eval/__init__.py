@@ -1,0 +1,1 @@
+"""Evaluation: distances between sample sets and, later, the metrics of the evaluation harness."""
