@@ -1,0 +1,197 @@
+"""The training engine: checkpoints, exact resume (also after kill -9), NaN guard, accumulation, EMA, schedule."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from unclip.data import ResumableBatchSampler
+from unclip.train import EMA, NonFiniteLossError, TrainConfig, Trainer, lr_at, read_tensors
+from unclip.train.checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+
+JOB = Path(__file__).with_name("train_job.py")
+
+
+def _run_job(run_dir, max_steps, *extra):
+    return subprocess.run([sys.executable, str(JOB), str(run_dir), str(max_steps), *extra], capture_output=True,
+                          text=True, timeout=300)
+
+
+def _final_weights(run_dir):
+    return read_tensors(latest_checkpoint(Path(run_dir) / "checkpoints") / "model.safetensors")
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("full")
+    assert _run_job(run, 12).returncode == 0
+    return run
+
+
+def test_split_run_equals_one_run(uninterrupted, tmp_path):
+    assert _run_job(tmp_path, 5).returncode == 0  # stops between checkpoints (saves at its end)
+    assert _run_job(tmp_path, 12).returncode == 0
+    assert _same(_final_weights(tmp_path), _final_weights(uninterrupted))
+    full = [json.loads(x) for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    split = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in split] == [r["loss"] for r in full]  # the same batches, noise and dropout
+
+
+def test_kill_9_between_checkpoints_then_resume_is_bit_identical(uninterrupted, tmp_path):
+    killed = _run_job(tmp_path, 12, "--kill-at", "6")
+    assert killed.returncode == -9 and [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [4]
+    assert _run_job(tmp_path, 12).returncode == 0
+    assert _same(_final_weights(tmp_path), _final_weights(uninterrupted))
+    ema = read_tensors(latest_checkpoint(tmp_path / "checkpoints") / "ema.safetensors")
+    assert _same(ema, read_tensors(latest_checkpoint(uninterrupted / "checkpoints") / "ema.safetensors"))
+
+
+def test_kill_9_during_a_save_leaves_the_previous_checkpoint(uninterrupted, tmp_path):
+    killed = _run_job(tmp_path, 12, "--kill-in-save", "2")  # dies writing step 8, after step 4 was saved
+    assert killed.returncode == -9
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [4]
+    assert list((tmp_path / "checkpoints").glob(".tmp-step-00000008-*"))  # the half-written one is ignored
+    assert _run_job(tmp_path, 12).returncode == 0
+    assert _same(_final_weights(tmp_path), _final_weights(uninterrupted))
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))  # and cleaned up by the next save
+
+
+class _Linear(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(3, 1)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class _Points(torch.utils.data.Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(3, generator=g)
+        return x, x.sum(0, keepdim=True) * 2 + 1
+
+
+def _mse(model, batch, generator):
+    x, y = batch
+    return {"loss": ((model(x) - y) ** 2).mean()}
+
+
+def _trainer(run_dir, loss_fn=_mse, **overrides):
+    config = TrainConfig(**({"steps": 6, "batch_size": 8, "lr": 0.05, "warmup_steps": 1, "ema_decay": 0.5,
+                             "checkpoint_every": 3, "log_every": 1} | overrides))
+    return Trainer(model=_Linear(), loss_fn=loss_fn, dataset=_Points(), config=config, run_dir=run_dir,
+                   model_config={"kind": "linear"}, progress=False)
+
+
+def test_checkpoint_round_trip_restores_everything(tmp_path):
+    a = _trainer(tmp_path / "a")
+    a.fit(3)
+    b = _trainer(tmp_path / "a")  # resumes from step 3
+    assert b.step == 3 and b.resumed_from is not None
+    assert _same(a.model.state_dict(), b.model.state_dict())
+    assert _same(a.ema.state_dict(), b.ema.state_dict())
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert all(_same(sa["state"][i], sb["state"][i]) for i in sa["state"])
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
+    big = _trainer(tmp_path / "big", batch_size=8, grad_accum=1)
+    small = _trainer(tmp_path / "small", batch_size=4, grad_accum=2)
+    big.fit(4)
+    small.fit(4)
+    for k, v in big.model.state_dict().items():
+        assert torch.allclose(v, small.model.state_dict()[k], atol=1e-6)
+
+
+def test_nan_guard_skips_and_then_stops(tmp_path):
+    calls = {"n": 0}
+
+    def flaky(model, batch, generator):
+        calls["n"] += 1
+        out = _mse(model, batch, generator)
+        return {"loss": out["loss"] * float("nan")} if calls["n"] in (2, 3) else out
+
+    trainer = _trainer(tmp_path / "flaky", loss_fn=flaky)
+    trainer.fit(6)
+    assert trainer.skipped == 2 and trainer.step == 6
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    log = [json.loads(x) for x in (tmp_path / "flaky" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("skipped")] == [2, 3]
+
+    always = _trainer(tmp_path / "always", loss_fn=lambda m, b, g: {"loss": _mse(m, b, g)["loss"] * float("inf")},
+                      max_bad_steps=3)
+    with pytest.raises(NonFiniteLossError, match="3 non-finite steps in a row"):
+        always.fit(6)
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    _trainer(tmp_path / "run").fit(2)
+    with pytest.raises(ValueError, match=r"another train config .*lr"):
+        _trainer(tmp_path / "run", lr=0.1)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, base_lr=1.0, warmup_steps=4, total_steps=20, min_ratio=0.1) for s in range(25)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[19] == pytest.approx(0.1, abs=0.01)
+    assert lrs[24] == pytest.approx(0.1)
+
+
+def test_ema_follows_the_weights():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.75)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    ema.update(model)
+    assert torch.allclose(ema.shadow.weight, start + 1.0)
+    with pytest.raises(ValueError, match="decay"):
+        EMA(model, decay=1.0)
+
+
+def test_pickles_and_truncated_files_are_refused(tmp_path):
+    pickled = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, pickled)
+    with pytest.raises(ValueError, match="pickle"):
+        read_tensors(pickled)
+    good = tmp_path / "w.safetensors"
+    save_file({"w": torch.arange(1000.0)}, str(good))
+    truncated = tmp_path / "t.safetensors"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        read_tensors(truncated)
+    with pytest.raises(FileNotFoundError):
+        read_tensors(tmp_path / "missing.safetensors")
+
+
+def test_incomplete_checkpoints_are_ignored_and_old_ones_pruned(tmp_path):
+    for step in (1, 2, 3, 4):
+        save_checkpoint(tmp_path, step, files={"model": {"w": torch.ones(1) * step}}, state={}, keep=2)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 4]
+    (tmp_path / "step-00000009").mkdir()  # no COMPLETE marker: a save that never finished
+    assert latest_checkpoint(tmp_path).name == "step-00000004"
+
+
+def test_sampler_shards_are_disjoint_and_positions_resumable():
+    ranks = [ResumableBatchSampler(1000, batch_size=4, shuffle=True, seed=3, rank=r, world=2) for r in (0, 1)]
+    seen = [i for r in ranks for k in range(5) for i in r.batch(k)]
+    assert len(set(seen)) == len(seen) == 40
+    later = ResumableBatchSampler(1000, batch_size=4, shuffle=True, seed=3, rank=1, world=2, start_batch=3,
+                                  num_batches=2)
+    assert list(later) == [ranks[1].batch(3), ranks[1].batch(4)]
+    epoch = ResumableBatchSampler(8, batch_size=4, shuffle=True, seed=0)
+    assert sorted(epoch.batch(0) + epoch.batch(1)) == list(range(8)) and epoch.batch(2) != epoch.batch(0)

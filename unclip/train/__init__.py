@@ -1,0 +1,11 @@
+"""The training engine shared by every stage: loop, checkpoints, EMA, learning-rate schedule."""
+
+from .checkpoint import latest_checkpoint, load_checkpoint, read_tensors, refuse_pickle, save_checkpoint
+from .ema import EMA
+from .loop import NonFiniteLossError, TrainConfig, Trainer
+from .lr import lr_at
+
+__all__ = [
+    "EMA", "NonFiniteLossError", "TrainConfig", "Trainer", "latest_checkpoint", "load_checkpoint", "lr_at",
+    "read_tensors", "refuse_pickle", "save_checkpoint",
+]

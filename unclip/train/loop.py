@@ -1,0 +1,303 @@
+"""One training loop for every stage: AdamW, warm-up + cosine, clipping, accumulation, EMA, NaN guard,
+exact resume from safetensors checkpoints, a progress bar and a metrics.jsonl log.
+
+A stage gives the trainer a model, a map-style dataset whose items are pure functions of their index,
+and `loss_fn(model, batch, generator) -> {"loss": scalar, ...}` that draws all its randomness (noise,
+timesteps, dropout masks) from `generator`. Then the trainer's state after step N is a function of
+(config, N) alone: rerunning the same command on the same run directory resumes from the last complete
+checkpoint and ends bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..data.sampler import ResumableBatchSampler
+from .checkpoint import (
+    latest_checkpoint, load_checkpoint, load_model_tensors, model_tensors, optimizer_from_tensors,
+    optimizer_to_tensors, save_checkpoint,
+)
+from .ema import EMA
+from .lr import lr_at
+
+LossFn = Callable[[torch.nn.Module, Any, torch.Generator], dict[str, torch.Tensor]]
+Hook = Callable[["Trainer"], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # length of the LR schedule (a run may stop earlier with max_steps and resume later)
+    batch_size: int = 32  # per rank and micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.0  # applied to matrices and convolution kernels only, never to biases or norms
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999
+    seed: int = 0
+    shuffle: bool = False  # the Shapes world needs none: each index is already a fresh scene
+    num_workers: int = 0
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast, CUDA only: bf16 is ~100x slower on the CPUs here)
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    hook_every: int = 0  # call the stage's hooks (sample grids) every N steps; 0: only at the end
+    max_bad_steps: int = 5  # the NaN guard stops the run after this many non-finite steps in a row
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(set(data) - known)}")
+        return cls(**(data | ({"betas": tuple(data["betas"])} if "betas" in data else {})))
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        out |= {f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return out
+
+
+def _json_safe(value):
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+class Trainer:
+    def __init__(
+        self, *, model: torch.nn.Module, loss_fn: LossFn, dataset: Dataset, config: TrainConfig,
+        run_dir: str | os.PathLike, model_config: dict, collate_fn: Callable | None = None,
+        hooks: Sequence[Hook] = (), device: str | torch.device = "cpu", rank: int = 0, world: int = 1,
+        progress: bool = True,
+    ):
+        self.config, self.device = config, torch.device(device)
+        if config.precision == "bf16" and self.device.type != "cuda":
+            raise ValueError("precision 'bf16' is for CUDA; on CPU train in fp32 (bf16 is ~100x slower here)")
+        self.model = model.to(self.device)
+        self.loss_fn, self.dataset, self.collate_fn, self.hooks = loss_fn, dataset, collate_fn, list(hooks)
+        self.run_dir, self.rank, self.world, self.progress = Path(run_dir), rank, world, progress
+        self.model_config = model_config
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=config.betas,
+        )
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay is not None else None
+        self.generator = torch.Generator(self.device).manual_seed(config.seed * 1009 + rank)
+        torch.manual_seed(config.seed * 1009 + rank)
+        self.step, self.bad_streak, self.skipped = 0, 0, 0
+        self.last_metrics: dict[str, float] = {}
+        self.resumed_from: Path | None = None
+        self._setup_run_dir()
+
+    # ----- run directory, config and resume -------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _setup_run_dir(self) -> None:
+        record = {"model": self.model_config, "train": self.config.to_dict()}
+        path = self.run_dir / "config.json"
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            for part in ("model", "train"):
+                if stored.get(part) != record[part]:
+                    diff = sorted(k for k in set(stored.get(part, {})) | set(record[part])
+                                  if stored.get(part, {}).get(k) != record[part].get(k))
+                    raise ValueError(f"{self.run_dir} was started with another {part} config (differs in {diff}); "
+                                     "resume with the same settings or use a new run directory")
+        elif self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, path)
+        latest = latest_checkpoint(self.checkpoint_root)
+        if latest is not None:
+            self._restore(latest)
+
+    def _restore(self, path: Path) -> None:
+        files, state = load_checkpoint(path)
+        load_model_tensors(self.model, {k: v.to(self.device) for k, v in files["model"].items()}, source=str(path))
+        if self.ema is not None:
+            if "ema" not in files:
+                raise ValueError(f"{path} holds no EMA weights but the config keeps them")
+            self.ema.load_state_dict({k: v.to(self.device) for k, v in files["ema"].items()})
+        optimizer_from_tensors(self.optimizer, files["optimizer"], state["optimizer"])
+        rng = files["rng"]
+        torch.set_rng_state(rng["torch_cpu"])
+        self.generator.set_state(rng["generator"])
+        if torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")])
+        random.setstate(tuple(_tuplify(state["python_random"])))
+        np.random.set_state(tuple(state["numpy_random"]))
+        self.step, self.bad_streak, self.skipped = state["step"], state["bad_streak"], state["skipped"]
+        self.resumed_from = path
+        self._truncate_log()
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+        log = self.run_dir / "metrics.jsonl"
+        if not (self.is_main and log.is_file()):
+            return
+        keep = [line for line in log.read_text().splitlines() if line and json.loads(line).get("step", 0) <= self.step]
+        log.write_text("".join(line + "\n" for line in keep))
+
+    def save(self) -> Path:
+        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
+        files = {"model": model_tensors(self.model), "optimizer": opt_tensors, "rng": _rng_tensors(self.generator)}
+        if self.ema is not None:
+            files["ema"] = model_tensors(self.ema.shadow)
+        state = {
+            "step": self.step, "bad_streak": self.bad_streak, "skipped": self.skipped,
+            "micro_batches_seen": self.step * self.config.grad_accum, "optimizer": opt_meta,
+            "python_random": _json_safe(random.getstate()), "numpy_random": _json_safe(np.random.get_state()),
+            "config": {"model": self.model_config, "train": self.config.to_dict()},
+        }
+        return save_checkpoint(self.checkpoint_root, self.step, files=files, state=state,
+                               keep=self.config.keep_checkpoints)
+
+    # ----- the loop ---------------------------------------------------------------------------------------
+    def _loader(self, num_steps: int) -> DataLoader:
+        cfg = self.config
+        sampler = ResumableBatchSampler(len(self.dataset), batch_size=cfg.batch_size,
+                                        start_batch=self.step * cfg.grad_accum, num_batches=num_steps * cfg.grad_accum,
+                                        shuffle=cfg.shuffle, seed=cfg.seed, rank=self.rank, world=self.world)
+        # The loader draws a base seed for its workers when it starts iterating: from its own generator,
+        # never from the global RNG, whose state (dropout) must not depend on where a run resumed.
+        return DataLoader(self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn,
+                          num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+
+    def _to_device(self, batch):
+        if torch.is_tensor(batch):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
+
+    def _log(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def fit(self, max_steps: int | None = None) -> dict[str, float]:
+        """Train until optimizer step `max_steps` (default: config.steps); return the last logged metrics."""
+        cfg = self.config
+        target = cfg.steps if max_steps is None else max_steps
+        if target <= self.step:
+            return self.last_metrics
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        bar = tqdm(total=target, initial=self.step, desc="training", unit="step", disable=not (self.progress
+                                                                                            and self.is_main))
+        batches = iter(self._loader(target - self.step))
+        window_start, window_samples, sums, counted = time.perf_counter(), 0, {}, 0
+        while self.step < target:
+            lr = lr_at(self.step, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                       min_ratio=cfg.min_lr_ratio)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            finite, micro_metrics = True, {}
+            for _ in range(cfg.grad_accum):
+                batch = self._to_device(next(batches))
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                    out = self.loss_fn(self.model, batch, self.generator)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    finite = False
+                    continue
+                (loss / cfg.grad_accum).backward()
+                for k, v in out.items():
+                    micro_metrics[k] = micro_metrics.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+            if finite and torch.isfinite(grad_norm):
+                self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+                self.bad_streak = 0
+            else:
+                self.bad_streak += 1
+                self.skipped += 1
+                self._log({"step": self.step + 1, "skipped": True, "reason": "non-finite loss or gradient"})
+                if self.bad_streak >= cfg.max_bad_steps:
+                    bar.close()
+                    raise NonFiniteLossError(f"{self.bad_streak} non-finite steps in a row up to step {self.step + 1}"
+                                             f" (lr {lr:.3g}); stopping. The last complete checkpoint is intact.")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            window_samples += cfg.batch_size * cfg.grad_accum * self.world
+            if micro_metrics:
+                counted += 1
+                for k, v in micro_metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == target:
+                elapsed = time.perf_counter() - window_start
+                self.last_metrics = {k: v / max(counted, 1) for k, v in sums.items()} | {
+                    "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": window_samples / max(elapsed, 1e-9)}
+                self._log({"step": self.step} | self.last_metrics)
+                bar.set_postfix(loss=f"{self.last_metrics.get('loss', float('nan')):.4f}",
+                                sps=f"{self.last_metrics['samples_per_s']:.0f}")
+                window_start, window_samples, sums, counted = time.perf_counter(), 0, {}, 0
+            if cfg.hook_every and self.step % cfg.hook_every == 0 and self.is_main:
+                for hook in self.hooks:
+                    hook(self)
+            if self.step % cfg.checkpoint_every == 0 and self.is_main:
+                self.save()
+        bar.close()
+        if self.is_main:
+            if self.step % cfg.checkpoint_every:
+                self.save()
+            if not (cfg.hook_every and self.step % cfg.hook_every == 0):  # not already called at this step
+                for hook in self.hooks:
+                    hook(self)
+        return self.last_metrics
+
+
+def _tuplify(value):
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
