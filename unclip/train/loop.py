@@ -10,6 +10,7 @@ checkpoint and ends bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.sampler import ResumableBatchSampler
+from . import distributed
 from .checkpoint import (
     latest_checkpoint, load_checkpoint, load_model_tensors, model_tensors, optimizer_from_tensors,
     optimizer_to_tensors, save_checkpoint,
@@ -91,6 +93,14 @@ def _rng_tensors(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return out
 
 
+def _restore_rng(rng: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    torch.set_rng_state(rng["torch_cpu"])
+    generator.set_state(rng["generator"])
+    cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
@@ -107,25 +117,28 @@ class Trainer:
     def __init__(
         self, *, model: torch.nn.Module, loss_fn: LossFn, dataset: Dataset, config: TrainConfig,
         run_dir: str | os.PathLike, model_config: dict, collate_fn: Callable | None = None,
-        hooks: Sequence[Hook] = (), device: str | torch.device = "cpu", rank: int = 0, world: int = 1,
-        progress: bool = True,
+        hooks: Sequence[Hook] = (), device: str | torch.device = "cpu",
+        dist_ctx: distributed.DistContext | None = None, progress: bool = True,
     ):
         self.config, self.device = config, torch.device(device)
         if config.precision == "bf16" and self.device.type != "cuda":
             raise ValueError("precision 'bf16' is for CUDA; on CPU train in fp32 (bf16 is ~100x slower here)")
-        self.model = model.to(self.device)
+        self.dist = dist_ctx or distributed.current()
+        self.rank, self.world = self.dist.rank, self.dist.world
+        self.module = model.to(self.device)  # the bare model: checkpoints, EMA and sampling use it
+        self.model = distributed.wrap(self.module, self.dist, self.device)  # what the loss runs through
         self.loss_fn, self.dataset, self.collate_fn, self.hooks = loss_fn, dataset, collate_fn, list(hooks)
-        self.run_dir, self.rank, self.world, self.progress = Path(run_dir), rank, world, progress
+        self.run_dir, self.progress = Path(run_dir), progress
         self.model_config = model_config
-        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=config.lr, betas=config.betas,
         )
-        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay is not None else None
-        self.generator = torch.Generator(self.device).manual_seed(config.seed * 1009 + rank)
-        torch.manual_seed(config.seed * 1009 + rank)
+        self.ema = EMA(self.module, config.ema_decay) if config.ema_decay is not None else None
+        self.generator = torch.Generator(self.device).manual_seed(config.seed * 1009 + self.rank)
+        torch.manual_seed(config.seed * 1009 + self.rank)
         self.step, self.bad_streak, self.skipped = 0, 0, 0
         self.last_metrics: dict[str, float] = {}
         self.resumed_from: Path | None = None
@@ -143,6 +156,12 @@ class Trainer:
     def _setup_run_dir(self) -> None:
         record = {"model": self.model_config, "train": self.config.to_dict()}
         path = self.run_dir / "config.json"
+        if not path.is_file() and self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, path)
+        distributed.barrier(self.dist)
         if path.is_file():
             stored = json.loads(path.read_text())
             for part in ("model", "train"):
@@ -151,28 +170,23 @@ class Trainer:
                                   if stored.get(part, {}).get(k) != record[part].get(k))
                     raise ValueError(f"{self.run_dir} was started with another {part} config (differs in {diff}); "
                                      "resume with the same settings or use a new run directory")
-        elif self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, path)
         latest = latest_checkpoint(self.checkpoint_root)
         if latest is not None:
             self._restore(latest)
 
     def _restore(self, path: Path) -> None:
         files, state = load_checkpoint(path)
-        load_model_tensors(self.model, {k: v.to(self.device) for k, v in files["model"].items()}, source=str(path))
+        load_model_tensors(self.module, {k: v.to(self.device) for k, v in files["model"].items()}, source=str(path))
         if self.ema is not None:
             if "ema" not in files:
                 raise ValueError(f"{path} holds no EMA weights but the config keeps them")
             self.ema.load_state_dict({k: v.to(self.device) for k, v in files["ema"].items()})
         optimizer_from_tensors(self.optimizer, files["optimizer"], state["optimizer"])
-        rng = files["rng"]
-        torch.set_rng_state(rng["torch_cpu"])
-        self.generator.set_state(rng["generator"])
-        if torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")])
+        prefix = f"rank{self.rank}."
+        mine = {k[len(prefix):]: v for k, v in files["rng"].items() if k.startswith(prefix)}
+        if not mine:
+            raise ValueError(f"{path} holds no RNG state for rank {self.rank}: it was saved by a run with fewer ranks")
+        _restore_rng(mine, self.generator)
         random.setstate(tuple(_tuplify(state["python_random"])))
         np.random.set_state(tuple(state["numpy_random"]))
         self.step, self.bad_streak, self.skipped = state["step"], state["bad_streak"], state["skipped"]
@@ -187,9 +201,15 @@ class Trainer:
         keep = [line for line in log.read_text().splitlines() if line and json.loads(line).get("step", 0) <= self.step]
         log.write_text("".join(line + "\n" for line in keep))
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint (a collective call under DDP: every rank's RNG state goes into it)."""
+        every_rng = distributed.gather_objects(self.dist, _rng_tensors(self.generator))
+        if not self.is_main:
+            distributed.barrier(self.dist)
+            return None
         opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer)
-        files = {"model": model_tensors(self.model), "optimizer": opt_tensors, "rng": _rng_tensors(self.generator)}
+        rng = {f"rank{r}.{k}": v for r, states in enumerate(every_rng) for k, v in states.items()}
+        files = {"model": model_tensors(self.module), "optimizer": opt_tensors, "rng": rng}
         if self.ema is not None:
             files["ema"] = model_tensors(self.ema.shadow)
         state = {
@@ -198,8 +218,10 @@ class Trainer:
             "python_random": _json_safe(random.getstate()), "numpy_random": _json_safe(np.random.get_state()),
             "config": {"model": self.model_config, "train": self.config.to_dict()},
         }
-        return save_checkpoint(self.checkpoint_root, self.step, files=files, state=state,
+        path = save_checkpoint(self.checkpoint_root, self.step, files=files, state=state,
                                keep=self.config.keep_checkpoints)
+        distributed.barrier(self.dist)
+        return path
 
     # ----- the loop ---------------------------------------------------------------------------------------
     def _loader(self, num_steps: int) -> DataLoader:
@@ -232,7 +254,7 @@ class Trainer:
         target = cfg.steps if max_steps is None else max_steps
         if target <= self.step:
             return self.last_metrics
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.module.parameters() if p.requires_grad]
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", disable=not (self.progress
                                                                                             and self.is_main))
         batches = iter(self._loader(target - self.step))
@@ -243,22 +265,29 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             finite, micro_metrics = True, {}
-            for _ in range(cfg.grad_accum):
+            for micro in range(cfg.grad_accum):
                 batch = self._to_device(next(batches))
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                    out = self.loss_fn(self.model, batch, self.generator)
-                loss = out["loss"]
-                if not torch.isfinite(loss):
-                    finite = False
-                    continue
-                (loss / cfg.grad_accum).backward()
+                # Under DDP, gradients are all-reduced on the last micro-batch only.
+                sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 or not self.dist.enabled \
+                    else self.model.no_sync()
+                with sync:
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                        out = self.loss_fn(self.model, batch, self.generator)
+                    loss = out["loss"]
+                    finite = finite and bool(torch.isfinite(loss))
+                    # Backward even on a non-finite loss: every DDP rank must join the same all-reduce.
+                    (loss / cfg.grad_accum).backward()
                 for k, v in out.items():
                     micro_metrics[k] = micro_metrics.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf)
+            if self.dist.enabled:  # one verdict for all ranks
+                flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                finite = bool(flag.item() == 0)
             if finite and torch.isfinite(grad_norm):
                 self.optimizer.step()
                 if self.ema is not None:
-                    self.ema.update(self.model)
+                    self.ema.update(self.module)
                 self.bad_streak = 0
             else:
                 self.bad_streak += 1
@@ -271,7 +300,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             window_samples += cfg.batch_size * cfg.grad_accum * self.world
-            if micro_metrics:
+            if micro_metrics and finite:
                 counted += 1
                 for k, v in micro_metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -287,12 +316,12 @@ class Trainer:
             if cfg.hook_every and self.step % cfg.hook_every == 0 and self.is_main:
                 for hook in self.hooks:
                     hook(self)
-            if self.step % cfg.checkpoint_every == 0 and self.is_main:
+            if self.step % cfg.checkpoint_every == 0:
                 self.save()
         bar.close()
+        if self.step % cfg.checkpoint_every:
+            self.save()
         if self.is_main:
-            if self.step % cfg.checkpoint_every:
-                self.save()
             if not (cfg.hook_every and self.step % cfg.hook_every == 0):  # not already called at this step
                 for hook in self.hooks:
                     hook(self)
