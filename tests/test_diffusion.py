@@ -216,3 +216,11 @@ def test_condition_dropout_rate_and_replacement():
     assert torch.equal(out[1], cond[1]) and torch.equal(out[0], null) and torch.equal(out[2], null)
     with pytest.raises(ValueError, match="probability"):
         dropout_mask(4, 1.5)
+
+
+def test_edge_cases_are_refused_or_take_their_limits():
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        make_schedule("cosine", 1, zero_terminal_snr=True)
+    zero = torch.zeros(1, dtype=torch.float64)
+    assert float(min_snr_weight("eps", zero, 5.0)) == 1.0  # min(SNR, g) / SNR -> 1 as SNR -> 0
+    assert float(min_snr_weight("v", zero, 5.0)) == 1.0 and float(min_snr_weight("x0", zero, 5.0)) == 0.0

@@ -88,6 +88,30 @@ def test_ddim_inversion_round_trip():
     assert 0.8 < float(x_t.std()) < 1.2  # lands on (approximately) unit noise
 
 
+def test_inversion_moves_off_the_data_with_trailing_steps():
+    diffusion = GaussianDiffusion(V_ZERO_SNR)  # trailing spacing: the first step goes from clean to t = 999 - ...
+    data = two_wide_gaussians()
+    f = data.exact_denoiser(diffusion)
+    x0 = data.sample(256, generator=_gen(8))
+    x_t = ddim_invert(f, diffusion, x0, steps=50, fixed_point_iters=3)
+    assert float((ddim_sample(f, diffusion, x_t, steps=50) - x0).abs().max()) < 1e-2
+    # The first step leaves the clean data: x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps(x0, t).
+    ab = float(diffusion.alphas_cumprod[499])
+    eps = diffusion.predict(f(x0, torch.full((256,), 499)), x0, torch.full((256,), 499)).eps
+    assert torch.allclose(ddim_invert(f, diffusion, x0, steps=[499]), ab ** 0.5 * x0 + (1 - ab) ** 0.5 * eps)
+
+
+def test_explicit_timesteps_in_any_form():
+    diffusion = GaussianDiffusion(V_ZERO_SNR)
+    f = MIX.exact_denoiser(diffusion)
+    x_t = torch.randn(16, 2, generator=_gen(2), dtype=torch.float64)
+    ref = ddim_sample(f, diffusion, x_t, steps=[998, 499, 0])
+    for form in ((998, 499, 0), range(0, 999, 499), torch.tensor([998, 499, 0]), "0,499,998"):
+        assert torch.equal(ddim_sample(f, diffusion, x_t, steps=form), ref)
+    with pytest.raises(ValueError, match="empty"):
+        ddim_sample(f, diffusion, x_t, steps=[])
+
+
 def test_same_seed_is_bit_identical_and_batches_equal_single_runs():
     diffusion = GaussianDiffusion(V_ZERO_SNR)
     f = MIX.exact_denoiser(diffusion)

@@ -118,7 +118,9 @@ class GaussianDiffusion:
         if out.shape[1] % 2:
             raise ValueError(f"learned variance needs an even channel count on dim 1, got shape {tuple(out.shape)}")
         mean_out, var_out = out.chunk(2, dim=1)
-        return mean_out, (var_out.clamp(-1, 1) + 1) / 2  # Improved DDPM eq. 15's v, kept in range
+        # Improved DDPM eq. 15's v, kept in [-1, 1] so the variance stays between beta_tilde and beta (a
+        # deliberate safety margin: improved-diffusion lets it extrapolate, and overflow, unchecked).
+        return mean_out, (var_out.clamp(-1, 1) + 1) / 2
 
     def predict(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, *, threshold: str | None = None):
         """Turn a raw network output into (x0, eps, variance fraction); thresholding, if any, recomputes eps."""

@@ -48,13 +48,13 @@ def min_snr_weight(prediction: str, snr: torch.Tensor, gamma: float) -> torch.Te
     The loss on x0 is weighted min(SNR, gamma); the same weighting expressed on an eps loss is
     min(SNR, gamma) / SNR and on a v loss min(SNR, gamma) / (SNR + 1). At zero SNR (the last step of a
     zero-terminal-SNR schedule) the v weight would be 0; it is set to 1 there, as diffusers does, so
-    that step is still trained.
+    that step is still trained (eps takes its limit, 1). The x0 weight keeps the paper's 0 there.
     """
     clipped = torch.clamp(snr, max=gamma)
     if prediction == "x0":
         return clipped
-    if prediction == "eps":
-        return clipped / snr
+    if prediction == "eps":  # min(SNR, gamma) / SNR -> 1 as SNR -> 0
+        return torch.where(snr == 0, torch.ones_like(snr), clipped / snr)
     if prediction == "v":
         return torch.where(snr == 0, torch.ones_like(snr), clipped / (snr + 1))
     raise ValueError(f"unknown prediction {prediction!r}: expected one of {', '.join(PREDICTIONS)}")

@@ -95,6 +95,8 @@ def make_schedule(kind: str, steps: int = 1000, *, zero_terminal_snr: bool = Fal
     else:
         raise ValueError(f"unknown noise schedule {kind!r}: expected 'cosine' or 'linear'")
     if zero_terminal_snr:
+        if steps < 2:
+            raise ValueError("zero terminal SNR needs at least 2 steps (the rescale pins the first and last)")
         betas = rescale_zero_terminal_snr(betas)
     return Schedule(betas=betas)
 
@@ -109,7 +111,7 @@ def spaced_timesteps(num_train_steps: int, num_steps: int | str, *, spacing: str
     timesteps such as "999,749,499,249". Spacing of N steps (Lin et al. 2024 §3.3, Table 2):
     - "trailing": T-1, T-1-T/N, ...: sampling starts from the last timestep, where the marginal is
       (at zero terminal SNR exactly) the N(0, I) the sampler starts from;
-    - "leading": 0, T/N, 2T/N, ... (Improved DDPM's and DDIM's choice): never visits the last steps.
+    - "leading": 0, T/N, 2T/N, ... (DDIM's choice): never visits the last steps.
       It suits eps-prediction on schedules whose last alpha_bar is ~0 but not 0, where
       x0 = (x_t - sigma eps) / alpha amplifies the network's eps error by 1 / alpha (~2e4 at the
       cosine schedule's last step).

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -32,7 +33,7 @@ def initial_noise(shape_or_x: Sequence[int] | torch.Tensor, generator: Generator
 def default_spacing(diffusion: GaussianDiffusion) -> str:
     """'trailing' (start from the last step, Lin et al. 2024) unless the model predicts eps on a schedule
     whose last step keeps a little signal: there x0 = (x_t - sigma eps) / alpha is ill-conditioned,
-    so such models sample from 'leading' steps, as Improved DDPM and DDIM do."""
+    so such models sample from 'leading' steps, as DDIM does."""
     eps_model = diffusion.config.prediction == "eps" and float(diffusion.alphas_cumprod[-1]) > 0
     return "leading" if eps_model else "trailing"
 
@@ -43,8 +44,15 @@ def timesteps_for(
     """The timesteps a sampler visits, noisiest first: all of them (None), N spaced ones, or an explicit list."""
     if steps is None:
         return list(range(diffusion.num_steps - 1, -1, -1))
-    if isinstance(steps, (list, tuple)):
-        steps = ",".join(str(int(s)) for s in steps)
+    if isinstance(steps, torch.Tensor):
+        steps = steps.reshape(-1).tolist() if steps.ndim else int(steps)
+    if not isinstance(steps, (str, int)) and isinstance(steps, Iterable):
+        steps = list(steps)
+        if not steps:
+            raise ValueError("an explicit list of timesteps is empty")
+        steps = ",".join(str(operator.index(s)) for s in steps)
+    elif not isinstance(steps, str):
+        steps = operator.index(steps)
     return spaced_timesteps(diffusion.num_steps, steps, spacing=spacing or default_spacing(diffusion))
 
 

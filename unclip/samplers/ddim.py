@@ -65,8 +65,10 @@ def ddim_invert(
     for i, t in enumerate(ts):
         s = ts[i - 1] if i > 0 else -1
         ab_s, ab_t = alpha_bar(diffusion, s), alpha_bar(diffusion, t)
-        pred = predict(model_fn, diffusion, x, max(s, ts[0]), None)
-        x_t = math.sqrt(ab_t) * pred.x0 + math.sqrt(1 - ab_t) * pred.eps
+        eps = predict(model_fn, diffusion, x, max(s, ts[0]), None).eps
+        # x0 from the current level s (for the clean start, ab_s = 1: x0 = x itself), then up to level t.
+        x0 = (x - math.sqrt(1 - ab_s) * eps) / math.sqrt(ab_s)
+        x_t = math.sqrt(ab_t) * x0 + math.sqrt(1 - ab_t) * eps
         for _ in range(fixed_point_iters):
             eps = predict(model_fn, diffusion, x_t, t, None).eps
             x_t = math.sqrt(ab_t / ab_s) * (x - math.sqrt(1 - ab_s) * eps) + math.sqrt(1 - ab_t) * eps
