@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# Only for the file it carries: OpenAI's CLIP BPE vocabulary, for the tokenizer parity test.
+	# Installed without its dependencies and never imported.
+	$(BIN)/python -m pip install --quiet --no-deps "open_clip_torch==3.3.0"
 	touch $(STAMP)
 
 install: $(STAMP)
