@@ -68,6 +68,19 @@ def _world_show(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    import torch
+
+    from .clip.train import train_clip
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
+                     device=args.device)
+    print(f"wrote {out}")
+    return 0
+
+
 def _demo(args) -> int:
     """Until the pipeline exists: render test scenes, score them, and lay them out in a grid."""
     out = Path(args.out)
@@ -131,6 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--columns", type=int, default=None, help="grid width (default: about square)")
     show.add_argument("--out", required=True, help="PNG file to write")
     show.set_defaults(run=_world_show)
+
+    train = verbs.add_parser(
+        "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",
+        description="Train one stage. Rerunning the same command on the same run directory resumes from its last "
+        "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip. Presets: "
+        "tiny (the Shapes world on a CPU, ~20 min), eval (the separate evaluation encoder).")
+    train.add_argument("stage", choices=["clip"], help="which stage")
+    train.add_argument("--preset", default="tiny", help="size preset (clip: tiny, eval)")
+    train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")
+    train.add_argument("--max-steps", type=int, default=None,
+                       help="stop after this optimizer step (default: the preset's full schedule)")
+    train.add_argument("--data", default="shapes",
+                       help="data source: shapes[:SPLIT] (default), emoji[:SPLIT], folder:DIR, shards:DIR")
+    train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    train.set_defaults(run=_train)
 
     demo = verbs.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)",
                             description="Render Shapes-world test scenes, score them with the exact scorer, "

@@ -10,8 +10,11 @@ def collate_image_caption(items: list[dict | None]) -> dict:
     good = [item for item in items if item is not None]
     if not good:
         return {"image": torch.empty(0), "caption": [], "skipped": len(items)}
-    return {"image": torch.stack([g["image"] for g in good]), "caption": [g["caption"] for g in good],
-            "skipped": len(items) - len(good)}
+    batch = {"image": torch.stack([g["image"] for g in good]), "caption": [g["caption"] for g in good],
+             "skipped": len(items) - len(good)}
+    if "negatives" in good[0]:  # hard-negative captions, all items' lists concatenated
+        batch["negatives"] = [n for g in good for n in g["negatives"]]
+    return batch
 
 
 def collate_embeddings(items: list[dict | None]) -> dict:

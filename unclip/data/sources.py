@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from ..world import ShapesDataset
+from ..world import ATTRIBUTES, ShapesDataset, perturb
 from .embeddings import EmbeddingShards
 from .emoji import EmojiDataset
 from .folder import CaptionFolder
@@ -22,17 +23,35 @@ SHAPES_LENGTH = 10_000_000  # the world is endless; a run draws scenes 0 .. N-1 
 
 
 class ShapesItems(Dataset):
-    """The Shapes world in the common item format."""
+    """The Shapes world in the common item format.
 
-    def __init__(self, split: str, *, size: int, length: int = SHAPES_LENGTH):
+    With `negatives` > 0, each item also carries that many hard-negative captions: the true caption
+    with one attribute changed (world/perturb.py), never naming a held-out pair, drawn with a generator
+    seeded by the index so that they are the same on every run (and after a resume).
+    """
+
+    def __init__(self, split: str, *, size: int, length: int = SHAPES_LENGTH, negatives: int = 0):
         self.world = ShapesDataset(split, size=size, length=length)
+        self.negatives = negatives
 
     def __len__(self) -> int:
         return len(self.world)
 
     def __getitem__(self, i: int) -> dict:
-        image, caption, _ = self.world[i]
-        return {"image": image, "caption": caption}
+        image, caption, scene = self.world[i]
+        item = {"image": image, "caption": caption}
+        if self.negatives:
+            rng = np.random.default_rng([0x4E6, self.world.start + i])
+            order = rng.permutation(len(ATTRIBUTES))
+            found = []
+            for k in order:
+                wrong = perturb(scene, ATTRIBUTES[k], rng, avoid_held_out=True)
+                if wrong is not None:
+                    found.append(wrong)
+                if len(found) == self.negatives:
+                    break
+            item["negatives"] = found
+        return item
 
 
 def make_dataset(spec: str, *, size: int = 64) -> Dataset:

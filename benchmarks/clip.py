@@ -1,0 +1,114 @@
+"""How well does a CLIP trained on the Shapes world read its images? (issue 5's measurements)
+
+- 8-way: for each test image, the true caption against 7 captions that each change one attribute
+  (one per applicable attribute among colour, shape, size, count, relation, position, background,
+  the rest filled with further colour/shape/size/background changes); the 8-way accuracy, and per
+  attribute how often the true caption out-scores that attribute's change.
+- Text -> image recall@1 among 100 test images (averaged over blocks of 100).
+- Zero-shot "which shape" / "which colour" on single-object test scenes: class prompts averaged over
+  the other attribute ("a red {shape}", "a blue {shape}", ...), normalised, as open_clip does.
+Prints a table and writes benchmarks/results/clip.json.
+
+    .venv/bin/python benchmarks/clip.py --model runs/clip-tiny/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unclip.clip import classifier_weights, classify, load_clip, recall_at_k
+from unclip.world import ATTRIBUTES, ShapesDataset, perturb, sample_scene
+from unclip.world.vocab import COLOURS, SHAPES
+
+FILLERS = ("colour", "shape", "size", "background")
+
+
+def eight_captions(scene, rng) -> list[tuple[str, str]]:
+    """(attribute, caption) for 7 distinct false captions of the scene."""
+    out, seen = [], {scene.caption}
+    for attribute in ATTRIBUTES:
+        wrong = perturb(scene, attribute, rng)
+        if wrong is not None and wrong not in seen:
+            out.append((attribute, wrong))
+            seen.add(wrong)
+    tries = 0
+    while len(out) < 7 and tries < 200:
+        tries += 1
+        attribute = FILLERS[int(rng.integers(len(FILLERS)))]
+        wrong = perturb(scene, attribute, rng)
+        if wrong is not None and wrong not in seen:
+            out.append((attribute, wrong))
+            seen.add(wrong)
+    return out
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="runs/clip-tiny/model")
+    parser.add_argument("--n", type=int, default=1000, help="test images for the 8-way and retrieval checks")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "clip.json"))
+    args = parser.parse_args()
+    model = load_clip(args.model)
+    size = model.config.image_size
+    started = time.time()
+    data = ShapesDataset("test", size=size, length=args.n)
+    images = torch.stack([data[i][0] for i in range(args.n)])
+    z_image = F.normalize(model.encode_image_pixels(images), dim=-1)
+
+    rng = np.random.default_rng(0)
+    right, pair_right, pair_n, rows = 0, {a: 0 for a in ATTRIBUTES}, {a: 0 for a in ATTRIBUTES}, []
+    for i in range(args.n):
+        scene = sample_scene("test", i)
+        negatives = eight_captions(scene, rng)
+        texts = [scene.caption] + [c for _, c in negatives]
+        scores = model.encode_text(texts) @ z_image[i]  # (8,)
+        right += int(scores.argmax() == 0)
+        for k, (attribute, _) in enumerate(negatives, start=1):
+            pair_n[attribute] += 1
+            pair_right[attribute] += int(scores[0] > scores[k])
+    eight_way = right / args.n
+
+    z_text = model.encode_text([sample_scene("test", i).caption for i in range(args.n)])
+    blocks = [recall_at_k(z_text[s:s + 100], z_image[s:s + 100], k=1) for s in range(0, args.n - 99, 100)]
+    recall = float(np.mean(blocks))
+
+    singles = [i for i in range(4 * args.n) if sample_scene("test", i).form == "single"][:500]
+    single_images = torch.stack([ShapesDataset("test", size=size, length=4 * args.n)[i][0] for i in singles])
+    shape_w = torch.stack([F.normalize(classifier_weights(
+        model, [f"{c} {s}" for c in COLOURS], templates=("{}",)).mean(0), dim=-1) for s in SHAPES])
+    colour_w = torch.stack([F.normalize(classifier_weights(
+        model, [f"{c} {s}" for s in SHAPES], templates=("{}",)).mean(0), dim=-1) for c in COLOURS])
+    truth = [sample_scene("test", i).objects[0] for i in singles]
+    shape_acc = float((classify(model, single_images, shape_w) == torch.tensor(
+        [SHAPES.index(o.shape) for o in truth])).float().mean())
+    colour_acc = float((classify(model, single_images, colour_w) == torch.tensor(
+        [list(COLOURS).index(o.colour) for o in truth])).float().mean())
+
+    print(f"model {args.model}: {size} px, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    print(f"8-way true caption vs one-attribute changes, {args.n} test images: {eight_way:.3f} (target >= 0.90)")
+    print(f"{'changed attribute':<20}{'n':>6}{'true wins':>11}")
+    for a in ATTRIBUTES:
+        if pair_n[a]:
+            print(f"{a:<20}{pair_n[a]:>6}{pair_right[a] / pair_n[a]:>11.3f}")
+    print(f"text -> image recall@1 among 100: {recall:.3f} (target >= 0.80)")
+    print(f"zero-shot shape on {len(singles)} single-object scenes: {shape_acc:.3f}; colour: {colour_acc:.3f} "
+          f"(target >= 0.98)")
+    report = {"benchmark": "clip", "model": args.model, "n": args.n, "eight_way": eight_way,
+              "pairwise_by_attribute": {a: pair_right[a] / pair_n[a] for a in ATTRIBUTES if pair_n[a]},
+              "pairs_by_attribute": pair_n, "recall_at_1_among_100": recall, "zeroshot_shape": shape_acc,
+              "zeroshot_colour": colour_acc, "seconds": round(time.time() - started, 1)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""CLIP (Radford et al. 2021): a ViT image encoder and a causal text transformer, trained contrastively.
+
+Module and parameter names follow OpenAI's model.py (visual.conv1, visual.class_embedding, ...,
+token_embedding, text_projection, logit_scale), so OpenAI and open_clip state dicts load with
+strict=True (clip/weights.py). Images enter in unclip's range [-1, 1] and are normalised inside.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..data.images import to_tensor
+from ..nn.transformer import Transformer
+from .config import CLIPConfig
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        width, grid = cfg.vision_width, cfg.image_size // cfg.patch_size
+        scale = width ** -0.5
+        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, cfg.vision_layers, cfg.vision_heads, activation=cfg.activation)
+        self.ln_post = nn.LayerNorm(width)
+        self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)  # (B, W, g, g)
+        x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, W)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (B, 1 + g*g, W)
+        x = self.transformer(self.ln_pre(x))
+        return self.ln_post(x[:, 0]) @ self.proj  # CLIP §2.4: the class token, projected; (B, E)
+
+
+class CLIP(nn.Module):
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.config = cfg
+        self.visual = VisionTransformer(cfg)
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
+        self.positional_embedding = nn.Parameter(0.01 * torch.randn(cfg.context_length, cfg.text_width))
+        self.transformer = Transformer(cfg.text_width, cfg.text_layers, cfg.text_heads, activation=cfg.activation)
+        self.ln_final = nn.LayerNorm(cfg.text_width)
+        self.text_projection = nn.Parameter(cfg.text_width ** -0.5 * torch.randn(cfg.text_width, cfg.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP §2.5: learned temperature
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)
+        self.tokenizer = None  # set by the loader: encode_text(list[str]) needs it
+
+    # ----- tensor-level -------------------------------------------------------------------------------------
+    def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images in [-1, 1] -> (B, E) image features (not normalised)."""
+        size = self.config.image_size
+        if pixels.shape[-2:] != (size, size):
+            raise ValueError(f"CLIP expects {size}x{size} images, got {tuple(pixels.shape[-2:])}")
+        x = ((pixels + 1) / 2 - self.image_mean) / self.image_std
+        return self.visual(x.to(self.visual.conv1.weight.dtype))
+
+    def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, context) token ids -> (B, E) text features (not normalised), read at the end-of-text token."""
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # (B, T, W)
+        x = self.ln_final(self.transformer(x, causal=True))
+        eot = tokens.argmax(dim=-1)  # EOT has the largest id (CLIP's convention, kept by unclip's tokenizer)
+        return x[torch.arange(len(x), device=x.device), eot] @ self.text_projection
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised image and text embeddings (B, E) and the logit scale exp(t), clamped at 100 (CLIP §2.5)."""
+        image = F.normalize(self.encode_image_pixels(pixels), dim=-1)
+        text = F.normalize(self.encode_text_tokens(tokens), dim=-1)
+        return image, text, self.logit_scale.exp().clamp(max=100)
+
+    # ----- public API ---------------------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images -> (B, 3, S, S) in [-1, 1]: shorter side resized and centre-cropped to image_size."""
+        return torch.stack([to_tensor(im.convert("RGB"), self.config.image_size) for im in images])
+
+    @torch.no_grad()
+    def encode_image(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, E) L2-normalised image embeddings z_i of PIL images."""
+        device = self.logit_scale.device
+        return F.normalize(self.encode_image_pixels(self.preprocess(images).to(device)), dim=-1).float()
+
+    @torch.no_grad()
+    def encode_text(self, captions: Sequence[str]) -> torch.Tensor:
+        """(B, E) L2-normalised text embeddings z_t of captions."""
+        if self.tokenizer is None:
+            raise ValueError("this CLIP has no tokenizer attached; set model.tokenizer or load it with one")
+        tokens = self.tokenizer(list(captions)).to(self.logit_scale.device)
+        return F.normalize(self.encode_text_tokens(tokens), dim=-1).float()
+
+
+def contrastive_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
+                     extra_text: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over the B x B similarity matrix (Radford et al. 2021, Figure 3).
+
+    `extra_text` (M, E) adds hard-negative captions to the image->text direction only (NegCLIP,
+    Yuksekgonul et al. 2023): each image must also beat these captions, which differ from true ones in
+    one attribute.
+    """
+    logits = scale * image @ text.t()  # (B, B)
+    labels = torch.arange(len(image), device=image.device)
+    image_to_text = logits if extra_text is None else torch.cat([logits, scale * image @ extra_text.t()], dim=1)
+    return (F.cross_entropy(image_to_text, labels) + F.cross_entropy(logits.t(), labels)) / 2
