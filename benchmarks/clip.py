@@ -64,7 +64,7 @@ def main() -> None:
     z_image = F.normalize(model.encode_image_pixels(images), dim=-1)
 
     rng = np.random.default_rng(0)
-    right, pair_right, pair_n, rows = 0, {a: 0 for a in ATTRIBUTES}, {a: 0 for a in ATTRIBUTES}, []
+    right, pair_right, pair_n = 0, {a: 0 for a in ATTRIBUTES}, {a: 0 for a in ATTRIBUTES}
     for i in range(args.n):
         scene = sample_scene("test", i)
         negatives = eight_captions(scene, rng)
