@@ -89,7 +89,11 @@ class Tokenizer:
 
     @classmethod
     def train(cls, captions: Iterable[str], *, vocab_size: int = 1024, context_length: int = 77) -> Tokenizer:
-        """Learn a byte-level BPE vocabulary of `vocab_size` ids (specials included) from a caption corpus."""
+        """Learn a byte-level BPE vocabulary of `vocab_size` ids (specials included) from a caption corpus.
+
+        Not reproducible across processes: the engine breaks ties between equally frequent pairs in hash
+        order. Save the result and reuse it (unclip ships its Shapes BPE in unclip/assets/shapes-bpe).
+        """
         alphabet = sorted(set(bytes_to_unicode().values()))
         engine = _engine(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix=""))
         base = 2 * len(alphabet)  # every byte symbol, alone and word-final, as CLIP's vocabulary has them
