@@ -72,12 +72,16 @@ def _train(args) -> int:
     import torch
 
     from .clip.train import train_clip
+    from .train.distributed import init_from_env
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    ctx = init_from_env()  # under torchrun: join the process group; otherwise rank 0 of 1
+    device = f"cuda:{ctx.local_rank}" if args.device == "cuda" and ctx.enabled else args.device
     out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
-                     device=args.device)
-    print(f"wrote {out}")
+                     device=device, dist_ctx=ctx)
+    if ctx.rank == 0:
+        print(f"wrote {out}")
     return 0
 
 

@@ -19,6 +19,8 @@ from ..data import collate_image_caption, make_dataset
 from ..data.sources import ShapesItems
 from ..tokenizer import Tokenizer
 from ..train import TrainConfig, Trainer
+from ..train import distributed
+from ..train.distributed import DistContext
 from .config import CLIPConfig, preset
 from .model import CLIP, contrastive_loss
 from .weights import save_clip
@@ -87,13 +89,19 @@ def clip_loss(tokenizer: Tokenizer):
 
 
 def train_clip(*, preset_name: str, run_dir: str | os.PathLike, max_steps: int | None = None,
-               data: str = "shapes", device: str = "cpu", progress: bool = True) -> Path:
+               data: str = "shapes", device: str = "cpu", progress: bool = True,
+               dist_ctx: DistContext | None = None) -> Path:
     """Train (or resume) a CLIP; writes the final model to RUN_DIR/model and returns that path."""
     if preset_name not in RECIPES:
         raise ValueError(f"unknown CLIP training preset {preset_name!r}: expected one of {', '.join(RECIPES)}")
     recipe, run_dir = RECIPES[preset_name], Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer_for(run_dir, recipe)
+    ctx = dist_ctx or distributed.current()
+    if ctx.rank == 0:  # rank 0 puts the tokenizer in the run directory; the other ranks read it there
+        tokenizer = tokenizer_for(run_dir, recipe)
+    distributed.barrier(ctx)
+    if ctx.rank != 0:
+        tokenizer = Tokenizer.load(run_dir / "tokenizer")
     config = recipe.model.with_(vocab_size=tokenizer.vocab_size)
     torch.manual_seed(recipe.train.seed)
     model = CLIP(config)
@@ -103,7 +111,7 @@ def train_clip(*, preset_name: str, run_dir: str | os.PathLike, max_steps: int |
         dataset = make_dataset(data, size=config.image_size)
     trainer = Trainer(model=model, loss_fn=clip_loss(tokenizer), dataset=dataset, config=recipe.train,
                       run_dir=run_dir, model_config=config.to_dict() | {"data": data, "negatives": recipe.negatives},
-                      collate_fn=collate_image_caption, device=device, progress=progress)
+                      collate_fn=collate_image_caption, device=device, progress=progress, dist_ctx=ctx)
     trainer.fit(max_steps)
     model.tokenizer = tokenizer
     out = run_dir / "model"
