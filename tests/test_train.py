@@ -195,3 +195,29 @@ def test_sampler_shards_are_disjoint_and_positions_resumable():
     assert list(later) == [ranks[1].batch(3), ranks[1].batch(4)]
     epoch = ResumableBatchSampler(8, batch_size=4, shuffle=True, seed=0)
     assert sorted(epoch.batch(0) + epoch.batch(1)) == list(range(8)) and epoch.batch(2) != epoch.batch(0)
+
+
+class _SomeUnreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        if i % 4 == 3:
+            return None  # an unreadable image
+        x = torch.randn(3, generator=torch.Generator().manual_seed(i))
+        return {"image": x, "caption": str(i)}
+
+
+def test_unreadable_items_are_counted_and_logged(tmp_path):
+    from unclip.data import collate_image_caption
+
+    def loss(model, batch, generator):
+        return {"loss": (model(batch["image"]) ** 2).mean()}
+
+    config = TrainConfig(steps=5, batch_size=8, lr=0.01, warmup_steps=1, ema_decay=None, log_every=5)
+    trainer = Trainer(model=_Linear(), loss_fn=loss, dataset=_SomeUnreadable(), config=config, run_dir=tmp_path,
+                      model_config={"kind": "linear"}, collate_fn=collate_image_caption, progress=False)
+    trainer.fit()
+    assert trainer.unreadable == 10  # 5 batches of 8 positions, a quarter unreadable
+    log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["unreadable_items"] == 10

@@ -140,6 +140,7 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(config.seed * 1009 + self.rank)
         torch.manual_seed(config.seed * 1009 + self.rank)
         self.step, self.bad_streak, self.skipped = 0, 0, 0
+        self.unreadable = 0  # data items the dataset could not read (collate functions count them as "skipped")
         self.last_metrics: dict[str, float] = {}
         self.resumed_from: Path | None = None
         self._setup_run_dir()
@@ -190,6 +191,7 @@ class Trainer:
         random.setstate(tuple(_tuplify(state["python_random"])))
         np.random.set_state(tuple(state["numpy_random"]))
         self.step, self.bad_streak, self.skipped = state["step"], state["bad_streak"], state["skipped"]
+        self.unreadable = state.get("unreadable_items", 0)
         self.resumed_from = path
         self._truncate_log()
 
@@ -214,6 +216,7 @@ class Trainer:
             files["ema"] = model_tensors(self.ema.shadow)
         state = {
             "step": self.step, "bad_streak": self.bad_streak, "skipped": self.skipped,
+            "unreadable_items": self.unreadable,
             "micro_batches_seen": self.step * self.config.grad_accum, "optimizer": opt_meta,
             "python_random": _json_safe(random.getstate()), "numpy_random": _json_safe(np.random.get_state()),
             "config": {"model": self.model_config, "train": self.config.to_dict()},
@@ -267,6 +270,8 @@ class Trainer:
             finite, micro_metrics = True, {}
             for micro in range(cfg.grad_accum):
                 batch = self._to_device(next(batches))
+                if isinstance(batch, dict):
+                    self.unreadable += int(batch.get("skipped", 0))
                 # Under DDP, gradients are all-reduced on the last micro-batch only.
                 sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 or not self.dist.enabled \
                     else self.model.no_sync()
@@ -308,7 +313,8 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == target:
                 elapsed = time.perf_counter() - window_start
                 self.last_metrics = {k: v / max(counted, 1) for k, v in sums.items()} | {
-                    "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": window_samples / max(elapsed, 1e-9)}
+                    "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": window_samples / max(elapsed, 1e-9),
+                    "unreadable_items": self.unreadable}
                 self._log({"step": self.step} | self.last_metrics)
                 bar.set_postfix(loss=f"{self.last_metrics.get('loss', float('nan')):.4f}",
                                 sps=f"{self.last_metrics['samples_per_s']:.0f}")
