@@ -221,3 +221,26 @@ def test_unreadable_items_are_counted_and_logged(tmp_path):
     assert trainer.unreadable == 10  # 5 batches of 8 positions, a quarter unreadable
     log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["unreadable_items"] == 10
+
+
+def test_sample_grid_hook_writes_pngs_on_schedule(tmp_path):
+    from PIL import Image
+
+    from unclip.train.grids import sample_grid_hook
+
+    seen = []
+
+    def sample_fn(model, captions, generator):
+        seen.append(model.training)
+        value = int(torch.rand(1, generator=generator) * 255)  # the same seed every time
+        return [Image.new("RGB", (16, 16), (value, 0, 0)) for _ in captions]
+
+    config = TrainConfig(steps=5, batch_size=8, lr=0.01, warmup_steps=1, ema_decay=0.5, hook_every=2)
+    trainer = Trainer(model=_Linear(), loss_fn=_mse, dataset=_Points(), config=config, run_dir=tmp_path,
+                      model_config={"kind": "linear"}, progress=False,
+                      hooks=[sample_grid_hook(sample_fn, ["a red circle", "a blue square"])])
+    trainer.fit()
+    names = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert names == ["step-00000002.png", "step-00000004.png", "step-00000005.png"]  # every 2 steps and the end
+    assert seen == [False, False, False]  # sampled in eval mode
+    assert Image.open(tmp_path / "samples" / names[0]).size[0] > 32
