@@ -188,7 +188,7 @@ class Trainer:
         if not mine:
             raise ValueError(f"{path} holds no RNG state for rank {self.rank}: it was saved by a run with fewer ranks")
         _restore_rng(mine, self.generator)
-        random.setstate(tuple(_tuplify(state["python_random"])))
+        random.setstate(_tuplify(state["python_random"]))
         np.random.set_state(tuple(state["numpy_random"]))
         self.step, self.bad_streak, self.skipped = state["step"], state["bad_streak"], state["skipped"]
         self.unreadable = state.get("unreadable_items", 0)

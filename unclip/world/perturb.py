@@ -7,6 +7,8 @@ is false of its scene, checked symbolically against the scene's true objects.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .captions import CaptionSpec, format_caption, parse_caption
@@ -29,12 +31,12 @@ def _candidate(scene: Scene, spec: CaptionSpec, attribute: str, rng: np.random.G
     if attribute in ("colour", "shape", "size"):
         first = objects[targets[0]]
         if attribute == "colour":
-            new = first.__class__(colour=_other(rng, tuple(COLOURS), first.colour), shape=first.shape, size=first.size)
+            new = replace(first, colour=_other(rng, tuple(COLOURS), first.colour))
         elif attribute == "shape":
-            new = first.__class__(colour=first.colour, shape=_other(rng, SHAPES, first.shape), size=first.size)
+            new = replace(first, shape=_other(rng, SHAPES, first.shape))
         else:
             true_size = scene.objects[targets[0]].size
-            new = first.__class__(colour=first.colour, shape=first.shape, size=_other(rng, SIZES, true_size))
+            new = replace(first, size=_other(rng, SIZES, true_size))
         for t in targets:
             objects[t] = new
         return spec.with_(objects=tuple(objects))
