@@ -81,7 +81,8 @@ def main() -> None:
     recall = float(np.mean(blocks))
 
     singles = [i for i in range(4 * args.n) if sample_scene("test", i).form == "single"][:500]
-    single_images = torch.stack([ShapesDataset("test", size=size, length=4 * args.n)[i][0] for i in singles])
+    wide = ShapesDataset("test", size=size, length=4 * args.n)
+    single_images = torch.stack([wide[i][0] for i in singles])
     shape_w = torch.stack([F.normalize(classifier_weights(
         model, [f"{c} {s}" for c in COLOURS], templates=("{}",)).mean(0), dim=-1) for s in SHAPES])
     colour_w = torch.stack([F.normalize(classifier_weights(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -40,7 +41,10 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Per-step quantities of a discrete Gaussian diffusion, all float64, indexed by t = 0 .. T-1."""
+    """Per-step quantities of a discrete Gaussian diffusion, all float64, indexed by t = 0 .. T-1.
+
+    The derived tables are computed once per schedule (cached), not on every training step or sampler step.
+    """
 
     betas: torch.Tensor  # (T,)
 
@@ -55,27 +59,27 @@ class Schedule:
     def num_steps(self) -> int:
         return len(self.betas)
 
-    @property
+    @cached_property
     def alphas_cumprod(self) -> torch.Tensor:
         """alpha_bar_t = prod_{s <= t} (1 - beta_s); decreasing, from ~1 to ~0 (exactly 0 at zero terminal SNR)."""
         return torch.cumprod(1 - self.betas, 0)
 
-    @property
+    @cached_property
     def alphas_cumprod_prev(self) -> torch.Tensor:
         return torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
 
-    @property
+    @cached_property
     def snr(self) -> torch.Tensor:
         """alpha_bar / (1 - alpha_bar): the signal-to-noise ratio of x_t."""
         ab = self.alphas_cumprod
         return ab / (1 - ab)
 
-    @property
+    @cached_property
     def posterior_variance(self) -> torch.Tensor:
         """DDPM eq. 7: beta_tilde_t = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."""
         return self.betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
 
-    @property
+    @cached_property
     def posterior_log_variance_clipped(self) -> torch.Tensor:
         """log beta_tilde with t = 0 (where beta_tilde = 0) replaced by t = 1's value, as Improved DDPM does."""
         var = self.posterior_variance
