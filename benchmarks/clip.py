@@ -83,10 +83,13 @@ def main() -> None:
     singles = [i for i in range(4 * args.n) if sample_scene("test", i).form == "single"][:500]
     wide = ShapesDataset("test", size=size, length=4 * args.n)
     single_images = torch.stack([wide[i][0] for i in singles])
+    # Prompts are captions of the world's grammar ("a red circle", "an orange star"): the text tower
+    # has only seen such captions, so a bare "red circle" would test it out of distribution.
+    article = lambda colour: "an" if colour[0] in "aeiou" else "a"
     shape_w = torch.stack([F.normalize(classifier_weights(
-        model, [f"{c} {s}" for c in COLOURS], templates=("{}",)).mean(0), dim=-1) for s in SHAPES])
+        model, [f"{article(c)} {c} {s}" for c in COLOURS], templates=("{}",)).mean(0), dim=-1) for s in SHAPES])
     colour_w = torch.stack([F.normalize(classifier_weights(
-        model, [f"{c} {s}" for s in SHAPES], templates=("{}",)).mean(0), dim=-1) for c in COLOURS])
+        model, [f"{article(c)} {c} {s}" for s in SHAPES], templates=("{}",)).mean(0), dim=-1) for c in COLOURS])
     truth = [sample_scene("test", i).objects[0] for i in singles]
     shape_acc = float((classify(model, single_images, shape_w) == torch.tensor(
         [SHAPES.index(o.shape) for o in truth])).float().mean())

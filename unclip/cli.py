@@ -71,15 +71,25 @@ def _world_show(args) -> int:
 def _train(args) -> int:
     import torch
 
-    from .clip.train import train_clip
     from .train.distributed import init_from_env
 
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = init_from_env()  # under torchrun: join the process group; otherwise rank 0 of 1
     device = f"cuda:{ctx.local_rank}" if args.device == "cuda" and ctx.enabled else args.device
-    out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
-                     device=device, dist_ctx=ctx)
+    if args.stage == "clip":
+        from .clip.train import train_clip
+
+        out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
+                         device=device, dist_ctx=ctx)
+    else:
+        from .prior.train import train_prior
+
+        if not args.clip:
+            raise SystemExit(f"unclip train {args.stage}: --clip DIR (the frozen CLIP the prior learns in) is required")
+        kind = "diffusion" if args.stage == "prior" else "autoregressive"
+        out = train_prior(kind=kind, preset_name=args.preset, clip_dir=args.clip, run_dir=args.run_dir,
+                          max_steps=args.max_steps, data=args.data, device=device, dist_ctx=ctx)
     if ctx.rank == 0:
         print(f"wrote {out}")
     return 0
@@ -152,16 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser(
         "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",
         description="Train one stage. Rerunning the same command on the same run directory resumes from its last "
-        "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip. Presets: "
-        "tiny (the Shapes world on a CPU, ~16 min), tiny-long (the same, 3x the steps), eval (the separate "
-        "evaluation encoder).")
-    train.add_argument("stage", choices=["clip"], help="which stage")
-    train.add_argument("--preset", default="tiny", help="size preset (clip: tiny, tiny-long, eval)")
+        "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip (presets "
+        "tiny: the Shapes world on a CPU, ~17 min; tiny-long: 3x the steps; eval: the separate evaluation encoder), "
+        "prior (the diffusion prior, unCLIP §2.2) and ar-prior (the autoregressive prior), both learning "
+        "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny).")
+    train.add_argument("stage", choices=["clip", "prior", "ar-prior"], help="which stage")
+    train.add_argument("--preset", default="tiny", help="size preset (clip: tiny, tiny-long, eval; priors: tiny)")
+    train.add_argument("--clip", default=None, metavar="DIR",
+                       help="priors: the trained CLIP directory whose embeddings they learn (required for priors)")
     train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")
     train.add_argument("--max-steps", type=int, default=None,
                        help="stop after this optimizer step (default: the preset's full schedule)")
     train.add_argument("--data", default="shapes",
-                       help="data source: shapes[:SPLIT] (default), emoji[:SPLIT], folder:DIR, shards:DIR")
+                       help="data source: shapes[:SPLIT] (default), emoji[:SPLIT], folder:DIR, shards:DIR; "
+                       "priors also take embeddings:DIR (precomputed img_emb/ and text_emb/ .npy shards)")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.images import to_tensor
+from ..nn.embedding import sincos_2d
 from ..nn.transformer import Transformer
 from .config import CLIPConfig
 
@@ -25,15 +26,26 @@ class VisionTransformer(nn.Module):
         super().__init__()
         width, grid = cfg.vision_width, cfg.image_size // cfg.patch_size
         scale = width ** -0.5
-        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        channels = 3
+        if cfg.stem == "conv":  # Xiao et al. 2021: a few stride-1 3x3 convolutions, then the patch projection
+            c = cfg.stem_width
+            self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1),
+                                      nn.GELU())
+            channels = c
+        self.conv1 = nn.Conv2d(channels, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        if cfg.pos_init == "sincos":  # the class token's row stays random; the patches' rows start from the table
+            with torch.no_grad():
+                self.positional_embedding[1:] = sincos_2d(grid, width)
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = Transformer(width, cfg.vision_layers, cfg.vision_heads, activation=cfg.activation)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "stem"):
+            x = self.stem(x)  # (B, stem_width, S, S)
         x = self.conv1(x)  # (B, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, W)
@@ -67,11 +79,21 @@ class CLIP(nn.Module):
         x = ((pixels + 1) / 2 - self.image_mean) / self.image_std
         return self.visual(x.to(self.visual.conv1.weight.dtype))
 
-    def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, context) token ids -> (B, E) text features (not normalised), read at the end-of-text token."""
+    def encode_text_sequence(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T) token ids -> the text tower's per-token states (B, T, W) after ln_final, and a (B, T) bool
+        mask of the real positions (start token to end-of-text; padding after it is False).
+
+        These are the "encoded text" tokens the diffusion prior reads (unCLIP §2.2)."""
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # (B, T, W)
         x = self.ln_final(self.transformer(x, causal=True))
         eot = tokens.argmax(dim=-1)  # EOT has the largest id (CLIP's convention, kept by unclip's tokenizer)
+        mask = torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]  # (B, T)
+        return x, mask
+
+    def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, context) token ids -> (B, E) text features (not normalised), read at the end-of-text token."""
+        x, mask = self.encode_text_sequence(tokens)
+        eot = mask.sum(dim=1) - 1
         return x[torch.arange(len(x), device=x.device), eot] @ self.text_projection
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

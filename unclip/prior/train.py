@@ -1,0 +1,101 @@
+"""Training the priors on the engine: `unclip train prior|ar-prior --preset tiny --clip CLIP_DIR --run-dir DIR`.
+
+Both priors learn p(z_i | caption) from pairs embedded once by a frozen CLIP (embed.py): Shapes-world
+training scenes by default, or precomputed embedding shards (`--data embeddings:DIR`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..clip import CLIP, load_clip
+from ..data.sources import ShapesItems
+from ..train import TrainConfig, Trainer
+from ..train import distributed
+from ..train.distributed import DistContext
+from .autoregressive import ARPrior
+from .config import ARPriorConfig, DiffusionPriorConfig
+from .diffusion import DiffusionPrior
+from .embed import EmbeddingRows, cached_embeddings, embed_items, from_shards, text_conditioning
+from .weights import save_prior
+
+
+@dataclass(frozen=True)
+class PriorRecipe:
+    model: DiffusionPriorConfig | ARPriorConfig
+    train: TrainConfig
+    pairs: int  # training scenes embedded once and reused every epoch
+
+
+_TRAIN = dict(batch_size=256, lr=5e-4, warmup_steps=200, weight_decay=0.05, betas=(0.9, 0.99), ema_decay=0.999,
+              checkpoint_every=500, log_every=50, shuffle=True, seed=0)
+RECIPES: dict[str, dict[str, PriorRecipe]] = {
+    "diffusion": {
+        "tiny": PriorRecipe(model=DiffusionPriorConfig(), pairs=100_000, train=TrainConfig(steps=4000, **_TRAIN)),
+    },
+    "autoregressive": {
+        "tiny": PriorRecipe(model=ARPriorConfig(), pairs=100_000, train=TrainConfig(steps=4000, **_TRAIN)),
+    },
+}
+
+
+def prior_loss(clip: CLIP):
+    def loss_fn(model, batch, generator) -> dict[str, torch.Tensor]:
+        states, mask = text_conditioning(clip, batch["tokens"])
+        loss = model.loss(image_embedding=batch["image_embedding"], text_embedding=batch["text_embedding"],
+                          text_states=states, text_mask=mask, generator=generator)
+        return {"loss": loss}
+
+    return loss_fn
+
+
+def training_pairs(run_dir: Path, clip: CLIP, *, data: str, pairs: int, progress: bool,
+                   device: str | torch.device) -> dict[str, torch.Tensor]:
+    if data.startswith("embeddings:"):
+        return from_shards(data.partition(":")[2], context_length=clip.config.context_length)
+    if not (data == "shapes" or data.startswith("shapes:")):
+        raise ValueError(f"prior data must be shapes[:SPLIT] or embeddings:DIR, got {data!r}")
+    items = ShapesItems(data.partition(":")[2] or "train", size=clip.config.image_size)
+    return cached_embeddings(run_dir / "embeddings.safetensors", lambda: embed_items(
+        clip, items, n=pairs, progress=progress, device=device))
+
+
+def train_prior(*, kind: str, preset_name: str, clip_dir: str | os.PathLike, run_dir: str | os.PathLike,
+                max_steps: int | None = None, data: str = "shapes", device: str = "cpu", progress: bool = True,
+                dist_ctx: DistContext | None = None) -> Path:
+    """Train (or resume) a prior of `kind` ("diffusion" or "autoregressive"); returns RUN_DIR/model."""
+    if kind not in RECIPES:
+        raise ValueError(f"unknown prior kind {kind!r}: expected one of {', '.join(RECIPES)}")
+    if preset_name not in RECIPES[kind]:
+        raise ValueError(f"unknown {kind} prior preset {preset_name!r}: expected one of {', '.join(RECIPES[kind])}")
+    recipe, run_dir = RECIPES[kind][preset_name], Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctx = dist_ctx or distributed.current()
+    clip = load_clip(clip_dir, device=device).requires_grad_(False)
+    if ctx.rank == 0:  # rank 0 embeds the pairs once; the other ranks read its file
+        pairs = training_pairs(run_dir, clip, data=data, pairs=recipe.pairs, progress=progress, device=device)
+    distributed.barrier(ctx)
+    if ctx.rank != 0:
+        pairs = training_pairs(run_dir, clip, data=data, pairs=recipe.pairs, progress=False, device=device)
+    cfg = recipe.model.with_(embed_dim=clip.config.embed_dim, text_width=clip.config.text_width,
+                             context_length=clip.config.context_length)
+    torch.manual_seed(recipe.train.seed)
+    if kind == "diffusion":
+        model = DiffusionPrior(cfg)
+    else:  # the PCA and the quantisers are fitted on the training pairs (a function of them: resumable)
+        model = ARPrior.from_embeddings(cfg, image_embedding=pairs["image_embedding"],
+                                        text_embedding=pairs["text_embedding"])
+        cfg = model.config
+    trainer = Trainer(model=model, loss_fn=prior_loss(clip), dataset=EmbeddingRows(pairs), config=recipe.train,
+                      run_dir=run_dir, model_config={"kind": kind, **cfg.to_dict(), "clip": str(clip_dir),
+                                                     "data": data, "pairs": recipe.pairs},
+                      device=device, progress=progress, dist_ctx=ctx)
+    trainer.fit(max_steps)
+    out = run_dir / "model"
+    if trainer.is_main:
+        save_prior(out, trainer.ema.shadow if trainer.ema is not None else trainer.module)
+    return out
