@@ -24,15 +24,6 @@ class CLIPConfig:
     text_layers: int = 4
     text_heads: int = 4
     activation: str = "gelu"  # "gelu" | "quick_gelu" (OpenAI's weights were trained with QuickGELU)
-    # How the image tower's learned position embeddings start: "random" (OpenAI's init) or "sincos" (the
-    # fixed 2-D sine-cosine table of MAE and MoCo v3, kept learnable): a small ViT trained for minutes
-    # otherwise spends its budget learning where its patches are, and Shapes captions test positions.
-    pos_init: str = "random"
-    # The image tower's stem: "patch" (CLIP's one linear patch projection, conv1) or "conv" (two 3x3
-    # convolutions at full resolution before it: Xiao et al. 2021, "Early Convolutions Help Transformers See
-    # Better"). Shapes of 5-7 px straddle 4-px patches; a linear projection of raw patches sees them poorly.
-    stem: str = "patch"
-    stem_width: int = 32
     # preprocessing: images arrive in [-1, 1]; mapped to [0, 1], then normalised with these
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -40,10 +31,6 @@ class CLIPConfig:
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
-        if self.stem not in ("patch", "conv"):
-            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
-        if self.pos_init not in ("random", "sincos"):
-            raise ValueError(f"pos_init must be 'random' or 'sincos', got {self.pos_init!r}")
         if self.activation not in ("gelu", "quick_gelu"):
             raise ValueError(f"activation must be 'gelu' or 'quick_gelu', got {self.activation!r}")
         for name in ("vision_width", "text_width"):

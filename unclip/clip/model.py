@@ -16,7 +16,6 @@ from PIL import Image
 from torch import nn
 
 from ..data.images import to_tensor
-from ..nn.embedding import sincos_2d
 from ..nn.transformer import Transformer
 from .config import CLIPConfig
 
@@ -26,26 +25,15 @@ class VisionTransformer(nn.Module):
         super().__init__()
         width, grid = cfg.vision_width, cfg.image_size // cfg.patch_size
         scale = width ** -0.5
-        channels = 3
-        if cfg.stem == "conv":  # Xiao et al. 2021: a few stride-1 3x3 convolutions, then the patch projection
-            c = cfg.stem_width
-            self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.GELU(), nn.Conv2d(c, c, 3, padding=1),
-                                      nn.GELU())
-            channels = c
-        self.conv1 = nn.Conv2d(channels, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
-        if cfg.pos_init == "sincos":  # the class token's row stays random; the patches' rows start from the table
-            with torch.no_grad():
-                self.positional_embedding[1:] = sincos_2d(grid, width)
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = Transformer(width, cfg.vision_layers, cfg.vision_heads, activation=cfg.activation)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "stem"):
-            x = self.stem(x)  # (B, stem_width, S, S)
         x = self.conv1(x)  # (B, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, W)

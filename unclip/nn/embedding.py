@@ -19,16 +19,3 @@ def timestep_embedding(t: torch.Tensor, dim: int, *, max_period: float = 10_000.
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
 
-
-def sincos_2d(grid: int, dim: int) -> torch.Tensor:
-    """(grid*grid, dim) fixed 2-D position table, row-major: half the channels encode the row, half the column.
-
-    The 2-D sine-cosine embedding of MAE (He et al. 2022) and MoCo v3 (Chen et al. 2021), built from the
-    1-D table above with max_period 10,000.
-    """
-    if dim % 4:
-        raise ValueError(f"a 2-D sine-cosine table needs dim divisible by 4, got {dim}")
-    coords = torch.arange(grid, dtype=torch.float32)
-    rows = timestep_embedding(coords, dim // 2)  # (grid, dim/2)
-    return torch.cat([rows[:, None].expand(grid, grid, -1), rows[None].expand(grid, grid, -1)], dim=-1).reshape(
-        grid * grid, dim)

@@ -18,7 +18,7 @@ class DiffusionPriorConfig:
     embed_dim: int = 64  # CLIP's joint embedding size E (z_t and z_i)
     text_width: int = 128  # width of CLIP's per-token text states
     context_length: int = 24  # text tokens the prior reads
-    width: int = 256
+    width: int = 192
     layers: int = 6
     heads: int = 4
     cond_drop_prob: float = 0.1  # unCLIP §2.2: the text conditioning is dropped 10% of the time (for guidance)
@@ -68,7 +68,7 @@ class ARPriorConfig:
     components: int | None = None  # the count chosen by the fit (set by ARPrior.from_embeddings, saved with it)
     buckets: int = 1024  # unCLIP §2.2: each component quantised into 1024 discrete buckets
     similarity_buckets: int = 64  # the prepended token for the quantised z_i . z_t
-    width: int = 256
+    width: int = 192
     layers: int = 6
     heads: int = 4
     cond_drop_prob: float = 0.1
