@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -82,6 +83,17 @@ def _train(args) -> int:
 
         out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
                          device=device, dist_ctx=ctx)
+    elif args.stage in ("decoder", "upsampler"):
+        from .decoder.train import RECIPES, STAGE_OF, train_decoder
+
+        preset = args.preset if args.preset != "tiny" or args.stage == "decoder" else "tiny-up-128"
+        if preset not in RECIPES or STAGE_OF[preset] != args.stage:
+            names = [name for name, stage in STAGE_OF.items() if stage == args.stage]
+            raise SystemExit(f"unclip train {args.stage}: unknown preset {preset!r}; expected one of {names}")
+        if args.stage == "decoder" and not args.clip:
+            raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
+        out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
+                            device=device, dist_ctx=ctx)
     else:
         from .prior.train import train_prior
 
@@ -109,6 +121,137 @@ def _demo(args) -> int:
     _print_table(summary)
     print(f"wrote {args.n} Shapes-world scenes to {samples}/ and their captioned grid to {grid_path}")
     return 0
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "shapes-tiny"
+
+
+def _pipeline(args):
+    """Load --model with the sampling settings given on the command line."""
+    import torch
+
+    from .pipeline import UnCLIP
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = Path(args.model)
+    if not (model / "pipeline.json").is_file():
+        raise SystemExit(f"--model {model}: no pipeline.json there. Train one with `unclip train all --preset "
+                         "shapes-tiny --run-dir DIR` (it writes DIR/pipeline), or pass the directory of one.")
+    pipe = UnCLIP.from_pretrained(model, device=args.device)
+    cfg = pipe.config
+    changes = {}
+    if getattr(args, "prior", None):
+        changes["prior_kind"] = args.prior
+    if getattr(args, "prior_steps", None):
+        changes["prior"] = replace(cfg.prior, steps=args.prior_steps)
+    if args.decoder_steps:
+        changes["decoder"] = replace(changes.get("decoder", cfg.decoder), steps=args.decoder_steps)
+    if args.guidance is not None:
+        changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_scale=args.guidance)
+    pipe.config = cfg.with_(**changes)
+    return pipe
+
+
+def _note_sizes(images, paths, size: int) -> None:
+    for image, path in zip(images, paths):
+        if image.size != (size, size):
+            print(f"note: {path} is {image.width}x{image.height}; centre-cropped and resized to {size}x{size} px",
+                  file=sys.stderr)
+
+
+def _finish(pipe, x, generator_seed: int):
+    """Decoder-size tensors -> final-size PIL images through the upsamplers."""
+    import torch
+
+    from .data.images import to_pil
+
+    ups = pipe.upsample(x, generator=torch.Generator(pipe.device).manual_seed(generator_seed))
+    return [to_pil(im) for im in (ups[-1] if ups else x)]
+
+
+def _generate(args) -> int:
+    from .outputs import generate, read_prompts
+
+    if bool(args.captions) == bool(args.prompts_file):
+        raise SystemExit("unclip generate: give captions or --prompts-file FILE (not both)")
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else [{"caption": c} for c in args.captions]
+    pipe = _pipeline(args)
+    with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=args.quiet) as bar:
+        path = generate(pipe, prompts, args.out, n_per_prompt=args.n_per_prompt, seed=args.seed,
+                        batch_size=args.batch_size, progress=bar.update)
+    if len(prompts) * args.n_per_prompt <= 64:
+        from .world import read_manifest
+
+        entries, _ = read_manifest(args.out)
+        captioned_grid([Image.open(Path(args.out) / e.file) for e in entries], [e.caption for e in entries],
+                       columns=args.n_per_prompt if args.n_per_prompt > 1 else None).save(Path(args.out) / "grid.png")
+    print(f"wrote {len(prompts) * args.n_per_prompt} images and {path}")
+    return 0
+
+
+def _vary(args) -> int:
+    from .manipulate import variations
+    from .outputs import open_images, write_outputs
+
+    images = open_images(args.images)
+    pipe = _pipeline(args)
+    _note_sizes(images, args.images, pipe.decoder.config.image_size)
+    out_images, records = [], []
+    for path, image in zip(args.images, tqdm(images, desc="varying", unit="img", disable=args.quiet)):
+        x = variations(pipe, image, n=args.n, eta=args.eta, seed=args.seed)
+        out_images += _finish(pipe, x, args.seed)
+        records += [{"caption": args.caption or "", "source": str(path), "sample": j, "eta": args.eta}
+                    for j in range(args.n)]
+    path = write_outputs(args.out, out_images, records, grid_columns=args.n)
+    print(f"wrote {len(out_images)} variations and {path}")
+    return 0
+
+
+def _interpolate(args) -> int:
+    from .manipulate import interpolate
+    from .outputs import open_images, write_outputs
+
+    images = open_images([args.a, args.b])
+    pipe = _pipeline(args)
+    _note_sizes(images, [args.a, args.b], pipe.decoder.config.image_size)
+    x = interpolate(pipe, images[0], images[1], steps=args.steps, fixed_noise=args.fixed_noise, seed=args.seed)
+    records = [{"caption": f"{k / (args.steps - 1):.2f}", "source": [args.a, args.b], "theta": k / (args.steps - 1)}
+               for k in range(args.steps)]
+    path = write_outputs(args.out, _finish(pipe, x, args.seed), records, grid_columns=args.steps)
+    print(f"wrote a {args.steps}-step interpolation and {path}")
+    return 0
+
+
+def _textdiff(args) -> int:
+    from .manipulate import text_diff
+    from .outputs import open_images, write_outputs
+
+    images = open_images([args.image])
+    pipe = _pipeline(args)
+    _note_sizes(images, [args.image], pipe.decoder.config.image_size)
+    x = text_diff(pipe, images[0], old=args.from_caption, new=args.to_caption, steps=args.steps,
+                  max_theta=args.max_theta)
+    thetas = [args.max_theta * k / (args.steps - 1) for k in range(args.steps)]
+    records = [{"caption": f"theta {t:.2f}", "source": args.image, "from": args.from_caption, "to": args.to_caption,
+                "theta": t} for t in thetas]
+    path = write_outputs(args.out, _finish(pipe, x, 0), records, grid_columns=args.steps)
+    print(f"wrote a {args.steps}-step text diff and {path}")
+    return 0
+
+
+def _add_sampling_args(parser, *, prior: bool) -> None:
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline directory (default: the shipped "
+                        "models/shapes-tiny)")
+    if prior:
+        parser.add_argument("--prior", choices=["diffusion", "ar", "text-embedding", "none"], default=None,
+                            help="caption -> z_i route (default: the pipeline's, diffusion)")
+        parser.add_argument("--prior-steps", type=int, default=None, help="diffusion prior sampling steps")
+    parser.add_argument("--decoder-steps", type=int, default=None, help="decoder DDIM steps (default: pipeline's)")
+    parser.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: pipeline's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,17 +302,72 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", required=True, help="PNG file to write")
     show.set_defaults(run=_world_show)
 
+    gen = verbs.add_parser(
+        "generate", help="captions -> images (PNGs + prompts.jsonl + grid.png in --out)",
+        description="Generate images for captions through the whole pipeline (prior, decoder, upsamplers). Writes "
+        "NNNNNN.png and prompts.jsonl (one {\"file\", \"caption\", ...} a line, which `unclip world score` "
+        "reads) into --out. Batch b of --batch-size prompts is seeded with --seed + b.")
+    gen.add_argument("captions", nargs="*", help="captions to draw")
+    gen.add_argument("--prompts-file", default=None, help="prompts.jsonl (a {\"caption\"} object a line; other keys "
+                     "are carried over) or a text file with a caption a line")
+    gen.add_argument("--out", required=True, help="output directory")
+    gen.add_argument("--n-per-prompt", type=int, default=1, help="images per caption (default: 1)")
+    gen.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default: 32)")
+    _add_sampling_args(gen, prior=True)
+    gen.set_defaults(run=_generate)
+
+    vary = verbs.add_parser(
+        "vary", help="variations of images (unCLIP §3.1)",
+        description="Encode each image to (z_i, x_T) by CLIP and DDIM inversion of the decoder, then decode with "
+        "DDIM at --eta (0 reconstructs; larger wanders further). prompts.jsonl lines carry 'source', the input path.")
+    vary.add_argument("images", nargs="+", help="input images")
+    vary.add_argument("--n", type=int, default=4, help="variations per image (default: 4)")
+    vary.add_argument("--eta", type=float, default=0.8, help="DDIM eta of the resampling (default: 0.8)")
+    vary.add_argument("--caption", default=None, help="caption to record in prompts.jsonl (default: empty)")
+    vary.add_argument("--out", required=True, help="output directory")
+    _add_sampling_args(vary, prior=False)
+    vary.set_defaults(run=_vary)
+
+    interp = verbs.add_parser(
+        "interpolate", help="a strip between two images (unCLIP §3.2)",
+        description="Slerp between the two images' z_i, and between their DDIM-inverted x_T (or, with "
+        "--fixed-noise, one x_T for all frames).")
+    interp.add_argument("a", help="first image")
+    interp.add_argument("b", help="last image")
+    interp.add_argument("--steps", type=int, default=7, help="frames, ends included (default: 7)")
+    interp.add_argument("--fixed-noise", action="store_true", help="one x_T for every frame instead of slerping")
+    interp.add_argument("--out", required=True, help="output directory")
+    _add_sampling_args(interp, prior=False)
+    interp.set_defaults(run=_interpolate)
+
+    diff = verbs.add_parser(
+        "textdiff", help="edit an image by a change of caption (unCLIP §3.3)",
+        description="z_d = normalise(z_t(--to) - z_t(--from)); decode slerp(z_i, z_d, theta) for theta from 0 to "
+        "--max-theta, with x_T fixed from DDIM inversion of the image.")
+    diff.add_argument("image", help="input image")
+    diff.add_argument("--from", dest="from_caption", required=True, help="caption of the image as it is")
+    diff.add_argument("--to", dest="to_caption", required=True, help="caption of the image as wanted")
+    diff.add_argument("--steps", type=int, default=5, help="frames (default: 5)")
+    diff.add_argument("--max-theta", type=float, default=0.5, help="largest slerp angle fraction (default: 0.5)")
+    diff.add_argument("--out", required=True, help="output directory")
+    _add_sampling_args(diff, prior=False)
+    diff.set_defaults(run=_textdiff)
+
     train = verbs.add_parser(
         "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",
         description="Train one stage. Rerunning the same command on the same run directory resumes from its last "
         "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip (presets "
         "tiny: the Shapes world on a CPU, ~17 min; tiny-long: 3x the steps; eval: the separate evaluation encoder), "
         "prior (the diffusion prior, unCLIP §2.2) and ar-prior (the autoregressive prior), both learning "
-        "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny).")
-    train.add_argument("stage", choices=["clip", "prior", "ar-prior"], help="which stage")
-    train.add_argument("--preset", default="tiny", help="size preset (clip: tiny, tiny-long, eval; priors: tiny)")
+        "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny), decoder (z_i and "
+        "caption -> 32 px image, inverting the CLIP given by --clip; preset tiny) and upsampler (32 -> 128 px; "
+        "preset tiny-up-128, which `tiny` also names).")
+    train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler"], help="which stage")
+    train.add_argument("--preset", default="tiny",
+                       help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny; "
+                       "upsampler: tiny-up-128)")
     train.add_argument("--clip", default=None, metavar="DIR",
-                       help="priors: the trained CLIP directory whose embeddings they learn (required for priors)")
+                       help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
     train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")
     train.add_argument("--max-steps", type=int, default=None,
                        help="stop after this optimizer step (default: the preset's full schedule)")

@@ -49,3 +49,9 @@ def to_tensor(image: Image.Image, size: int) -> torch.Tensor:
         square = square.resize((size, size), resample)
     pixels = np.asarray(square.convert("RGB"), dtype=np.float32)  # (H, W, 3)
     return torch.from_numpy(pixels.transpose(2, 0, 1).copy()) / 127.5 - 1.0
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """(3, S, S) in [-1, 1] -> an RGB PIL image (rounded to the nearest 8-bit level)."""
+    array = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()  # (S, S, 3)
+    return Image.fromarray(array, mode="RGB")

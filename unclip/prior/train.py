@@ -31,14 +31,14 @@ class PriorRecipe:
     pairs: int  # training scenes embedded once and reused every epoch
 
 
-_TRAIN = dict(batch_size=256, lr=5e-4, warmup_steps=200, weight_decay=0.05, betas=(0.9, 0.99), ema_decay=0.999,
+_TRAIN = dict(batch_size=256, lr=1e-3, warmup_steps=100, weight_decay=0.05, betas=(0.9, 0.99), ema_decay=0.999,
               checkpoint_every=500, log_every=50, shuffle=True, seed=0)
 RECIPES: dict[str, dict[str, PriorRecipe]] = {
     "diffusion": {
-        "tiny": PriorRecipe(model=DiffusionPriorConfig(), pairs=100_000, train=TrainConfig(steps=4000, **_TRAIN)),
+        "tiny": PriorRecipe(model=DiffusionPriorConfig(), pairs=100_000, train=TrainConfig(steps=2000, **_TRAIN)),
     },
     "autoregressive": {
-        "tiny": PriorRecipe(model=ARPriorConfig(), pairs=100_000, train=TrainConfig(steps=4000, **_TRAIN)),
+        "tiny": PriorRecipe(model=ARPriorConfig(), pairs=100_000, train=TrainConfig(steps=2000, **_TRAIN)),
     },
 }
 

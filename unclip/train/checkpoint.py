@@ -174,3 +174,31 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.
                          f"{FORMAT_VERSION}")
     files = {p.name[: -len(".safetensors")]: read_tensors(p) for p in sorted(path.glob("*.safetensors"))}
     return files, state
+
+
+def save_stage(directory: str | os.PathLike, model: torch.nn.Module, *, kind: str, config_file: str) -> None:
+    """A trained stage as a directory: model.safetensors (written atomically) + CONFIG_FILE {"kind", "config"}."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "model.safetensors.tmp"
+    write_tensors(tmp, model_tensors(model))
+    os.replace(tmp, directory / "model.safetensors")
+    record = {"kind": kind, "config": model.config.to_dict()}
+    (directory / config_file).write_text(json.dumps(record, indent=1))
+
+
+def load_stage(directory: str | os.PathLike, kinds: dict[str, tuple[type, type]], *, config_file: str,
+               what: str) -> torch.nn.Module:
+    """The stage saved by save_stage in `directory`, built from kinds[kind] = (module class, config class),
+    loaded strictly, in eval mode on the CPU."""
+    directory = Path(directory)
+    config_path = directory / config_file
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {config_file}: not a {what} directory")
+    record = json.loads(config_path.read_text())
+    if record.get("kind") not in kinds:
+        raise ValueError(f"{config_path}: unknown kind {record.get('kind')!r}; expected one of {list(kinds)}")
+    cls, config_cls = kinds[record["kind"]]
+    model = cls(config_cls.from_dict(record["config"]))
+    load_model_tensors(model, read_tensors(directory / "model.safetensors"), source=str(directory))
+    return model.eval()

@@ -1,0 +1,158 @@
+"""The unCLIP pipeline, the manipulations and the verbs that write images (issue 8), on tiny random stages."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from unclip import cli
+from unclip.clip import CLIP, preset
+from unclip.clip.train import SHAPES_TOKENIZER
+from unclip.decoder import Decoder, DecoderConfig, UNetConfig, Upsampler, UpsamplerConfig
+from unclip.diffusion import DiffusionConfig
+from unclip.manipulate import interpolate, slerp, text_diff, variations
+from unclip.pipeline import PipelineConfig, StageSampling, UnCLIP
+from unclip.prior import ARPrior, ARPriorConfig, DiffusionPrior, DiffusionPriorConfig
+from unclip.tokenizer import Tokenizer
+from unclip.world import read_manifest, render, sample_scene
+
+FAST = PipelineConfig(prior=StageSampling(steps=3), decoder=StageSampling(steps=4, guidance_scale=2.0),
+                      upsampler=StageSampling(steps=2))
+V = DiffusionConfig(prediction="v", zero_terminal_snr=True)
+
+
+def _jitter(module, scale=0.05):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.load(SHAPES_TOKENIZER)
+    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1))
+    clip.tokenizer = tokenizer
+    small = dict(width=32, layers=1, heads=2)
+    prior = DiffusionPrior(DiffusionPriorConfig(**small))
+    z = F.normalize(torch.randn(200, 64), dim=-1)
+    ar = ARPrior.from_embeddings(ARPriorConfig(**small, buckets=32, similarity_buckets=4, max_components=4),
+                                 image_embedding=z, text_embedding=z.roll(1, 0))
+    decoder = _jitter(Decoder(DecoderConfig(unet=UNetConfig(
+        image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
+        head_channels=16), diffusion=V)))
+    up = _jitter(Upsampler(UpsamplerConfig(unet=UNetConfig(
+        image_size=32, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+        clip_dim=None, text_width=None, low_res_channels=3), diffusion=V, low_res_size=16, crop_size=16)))
+    return UnCLIP(clip=clip, decoder=decoder, prior=prior, ar_prior=ar, upsamplers=[up], config=FAST)
+
+
+def _shape_image(index=0, size=16):
+    return render(sample_scene("test", index), size)
+
+
+def test_generate_is_seeded_batched_and_returns_every_stage(pipe):
+    a = pipe(["a red circle", "two blue squares"], num_images=2, seed=3, stages=True)
+    assert list(a) == ["decoder", "upsampler1"]
+    assert [im.size for im in a["decoder"]] == [(16, 16)] * 4 and a["upsampler1"][0].size == (32, 32)
+    b = pipe(["a red circle", "two blue squares"], num_images=2, seed=3)
+    assert [im.tobytes() for im in b] == [im.tobytes() for im in a["upsampler1"]]
+    c = pipe(["a red circle", "two blue squares"], num_images=2, seed=4)
+    assert [im.tobytes() for im in c] != [im.tobytes() for im in b]
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "ar", "text-embedding", "none"])
+def test_every_prior_kind_draws(pipe, kind):
+    z = pipe.image_embeddings(["a green star"], prior=kind, generator=torch.Generator().manual_seed(0))
+    if kind == "none":
+        assert z is None
+    else:
+        assert z.shape == (1, 64) and torch.allclose(z.norm(dim=-1), torch.ones(1), atol=1e-5)
+    images = pipe(["a green star"], prior=kind, upsample=False)
+    assert len(images) == 1 and images[0].size == (16, 16)
+
+
+def test_bad_captions_and_directories_are_refused(pipe, tmp_path):
+    with pytest.raises(ValueError, match="caption 1 is empty"):
+        pipe(["a red circle", "  "])
+    with pytest.raises(ValueError, match="past the context of 24"):
+        pipe(["a red circle " * 20])
+    with pytest.raises(FileNotFoundError, match="no pipeline.json"):
+        UnCLIP.from_pretrained(tmp_path)
+    pipe.save_pretrained(tmp_path / "p")
+    record = json.loads((tmp_path / "p" / "pipeline.json").read_text())
+    (tmp_path / "p" / "pipeline.json").write_text(json.dumps(record | {"format_version": 99}))
+    with pytest.raises(ValueError, match="format_version 99"):
+        UnCLIP.from_pretrained(tmp_path / "p")
+    with pytest.raises(ValueError, match="unknown prior kind 'clip'"):
+        PipelineConfig(prior_kind="clip")
+
+
+def test_save_and_load_in_half_precision(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "p", half=True)
+    back = UnCLIP.from_pretrained(tmp_path / "p")
+    assert back.config == pipe.config and back.sizes == pipe.sizes == [16, 32]
+    for name in ("clip", "decoder", "prior", "ar_prior", "upsampler1"):
+        assert (tmp_path / "p" / name / "model.safetensors").is_file()
+    for mine, theirs in ((pipe.decoder, back.decoder), (pipe.prior, back.prior), (pipe.clip, back.clip)):
+        for (k, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
+            assert b.dtype == a.dtype, k  # loaded back into float32 modules
+            if a.is_floating_point():
+                assert torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
+    assert torch.equal(back.ar_prior.quantizer.low, pipe.ar_prior.quantizer.low.half().float())
+
+
+def test_slerp():
+    a, b = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    mid = slerp(a, b, 0.5)
+    assert torch.allclose(mid.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose((mid * a).sum(-1), (mid * b).sum(-1), atol=1e-5)  # halfway in angle
+    assert torch.allclose(slerp(a, a, 0.3), a, atol=1e-6)  # parallel: no division by zero
+
+
+def test_manipulations_agree_with_each_other(pipe):
+    image, other = _shape_image(0), _shape_image(1)
+    same = variations(pipe, image, n=3, eta=0.0)
+    assert same.shape == (3, 3, 16, 16) and torch.allclose(same[0], same[1]) and torch.allclose(same[0], same[2])
+    wander = variations(pipe, image, n=3, eta=1.0, seed=1)
+    assert not torch.allclose(wander[0], wander[1])
+    strip = interpolate(pipe, image, other, steps=4)
+    assert strip.shape == (4, 3, 16, 16)
+    assert torch.allclose(strip[0], same[0], atol=1e-5)  # theta 0: image a's own latent, decoded deterministically
+    assert torch.allclose(strip[-1], variations(pipe, other, n=1, eta=0.0)[0], atol=1e-5)
+    edit = text_diff(pipe, image, old="a red circle", new="a blue circle", steps=3)
+    assert torch.allclose(edit[0], same[0], atol=1e-5) and not torch.allclose(edit[0], edit[-1])
+    with pytest.raises(ValueError, match="same CLIP text embedding"):
+        text_diff(pipe, image, old="a red circle", new="a red circle")
+
+
+def test_cli_verbs_write_pngs_and_manifests(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "model")
+    assert cli.main(["world", "sample", "--split", "test", "--n", "3", "--size", "16", "--out", str(tmp_path / "w"),
+                     "--quiet"]) == 0
+    m = ["--model", str(tmp_path / "model"), "--quiet"]
+    assert cli.main(["generate", "--prompts-file", str(tmp_path / "w" / "prompts.jsonl"), "--out",
+                     str(tmp_path / "g"), "--n-per-prompt", "2", "--batch-size", "2", *m]) == 0
+    entries, errors = read_manifest(tmp_path / "g")
+    assert not errors and len(entries) == 6 and entries[0].extra["split"] == "test"
+    assert [e.extra["index"] for e in entries] == [0, 0, 1, 1, 2, 2]
+    assert Image.open(tmp_path / "g" / entries[-1].file).size == (32, 32)
+    image = str(tmp_path / "w" / "000000.png")
+    assert cli.main(["vary", image, "--n", "2", "--out", str(tmp_path / "v"), *m]) == 0
+    entries, _ = read_manifest(tmp_path / "v")
+    assert len(entries) == 2 and entries[0].extra["source"] == image and (tmp_path / "v" / "grid.png").is_file()
+    assert cli.main(["interpolate", image, str(tmp_path / "w" / "000001.png"), "--steps", "3", "--out",
+                     str(tmp_path / "i"), *m]) == 0
+    assert len(read_manifest(tmp_path / "i")[0]) == 3
+    assert cli.main(["textdiff", image, "--from", "a red circle", "--to", "a blue circle", "--steps", "3", "--out",
+                     str(tmp_path / "t"), *m]) == 0
+    assert len(read_manifest(tmp_path / "t")[0]) == 3
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(SystemExit):
+        cli.main(["vary", str(tmp_path / "bad.png"), "--out", str(tmp_path / "x"), *m])
+    with pytest.raises(SystemExit, match="no pipeline.json"):
+        cli.main(["generate", "a red circle", "--out", str(tmp_path / "x"), "--model", str(tmp_path)])

@@ -1,0 +1,119 @@
+"""The unCLIP decoder (Ramesh et al. 2022 §2.1): a diffusion model of images conditioned on z_i and the caption.
+
+Training drops z_i 10% and the caption 50% of the time (independently, from the caller's generator) so
+that one network serves as both the conditional and the unconditional model of classifier-free guidance.
+Sampling guides with both dropped in the unconditional branch; `denoiser` exposes the guided model_fn so
+DDIM inversion (samplers.ddim_invert, unCLIP §3) runs on exactly the function the sampler used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..diffusion import GaussianDiffusion, ModelFn, classifier_free_guidance, dropout_mask
+from ..samplers import SAMPLERS
+from .config import DecoderConfig
+from .unet import UNet
+
+
+def run_sampler(model_fn: ModelFn, diffusion: GaussianDiffusion, shape: tuple[int, ...], *, sampler: str,
+                x_T: torch.Tensor | None, steps, eta: float, threshold: str | None,
+                generator: torch.Generator | Sequence[torch.Generator] | None, device, dtype) -> torch.Tensor:
+    """Draw images of `shape` with the named sampler ("ddim", "ddpm" or "dpm++"), clamped to [-1, 1]."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+    kwargs = dict(steps=steps, generator=generator, threshold=threshold, device=device, dtype=dtype)
+    if sampler == "ddim":
+        kwargs["eta"] = eta
+    elif eta:
+        raise ValueError(f"eta={eta} applies to the 'ddim' sampler only, not {sampler!r}")
+    if x_T is not None and tuple(x_T.shape) != tuple(shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
+    x = SAMPLERS[sampler](model_fn, diffusion, x_T if x_T is not None else shape, **kwargs)
+    return x.clamp(-1, 1)
+
+
+class Decoder(nn.Module):
+    """The UNet plus its diffusion; `loss` for training, `sample` for z_i (and caption) -> image."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.config = cfg
+        self.net = UNet(cfg.unet)
+        self.diffusion = GaussianDiffusion(cfg.diffusion)
+
+    def loss(self, *, images: torch.Tensor, image_embedding: torch.Tensor | None = None,
+             text_states: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean diffusion loss on images (B, C, S, S) in [-1, 1] given z_i (B, clip_dim) and CLIP's token states
+        (B, T, text_width) with their mask (B, T); the conditioning is dropped as unCLIP §2.1 prescribes.
+        Without text_states every row trains on the null caption."""
+        cfg, s = self.config, self.config.image_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (cfg.unet.in_channels, s, s):
+            raise ValueError(f"images must be (B, {cfg.unet.in_channels}, {s}, {s}), got {tuple(images.shape)}")
+        b, device = len(images), images.device
+        t = self.diffusion.sample_timesteps(b, generator=generator, device=device)
+        noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
+        cond = dict(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask)
+        if cfg.unet.clip_dim is not None:  # unCLIP §2.1: z_i dropped 10% of the time
+            cond["keep_image"] = ~dropout_mask(b, cfg.p_drop_image, generator=generator, device=device)
+        if cfg.unet.text_width is not None:  # unCLIP §2.1: the caption dropped 50% of the time
+            cond["keep_text"] = ~dropout_mask(b, cfg.p_drop_text, generator=generator, device=device)
+
+        def model_fn(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+            return self.net(x, tt, **cond)
+
+        return self.diffusion.training_losses(model_fn, images, t, noise)["loss"].mean()
+
+    def denoiser(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
+                 text_mask: torch.Tensor | None = None, guidance_scale: float = 1.0) -> ModelFn:
+        """The guided model_fn(x_t, t) for this conditioning: uncond + s * (cond - uncond) (Ho & Salimans 2021),
+        the unconditional branch having both z_i and the caption replaced by their null embeddings. Without
+        text_states both branches read the null caption (unCLIP §3's variations decode z_i alone)."""
+        cfg = self.config.unet
+        cond = {k: v for k, v in dict(image_embedding=image_embedding, text_states=text_states,
+                                      text_mask=text_mask).items() if v is not None}
+        if not cond:
+            raise ValueError("no conditioning given: pass image_embedding and/or text_states")
+        batch, device = self._batch(cond)
+        ones = torch.ones(batch, dtype=torch.bool, device=device)
+        keeps = [k for k, field in (("keep_image", cfg.clip_dim), ("keep_text", cfg.text_width)) if field is not None]
+        return classifier_free_guidance(
+            self.net, scale=guidance_scale, cond=cond | dict.fromkeys(keeps, ones),
+            uncond=cond | dict.fromkeys(keeps, ~ones),
+            guided_channels=cfg.out_channels if cfg.learned_variance else None)
+
+    @torch.no_grad()
+    def sample(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
+               text_mask: torch.Tensor | None = None, steps: int | str | Sequence[int] | None = 50,
+               sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 1.0, threshold: str | None = "static",
+               generator: torch.Generator | Sequence[torch.Generator] | None = None,
+               x_T: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, S, S) images in [-1, 1] for B z_i (and captions), guided with `guidance_scale`.
+
+        `sampler`: "ddim" (with `eta`; eta 0 is deterministic and invertible), "ddpm" or "dpm++", over `steps`
+        network evaluations; `threshold`: "static" clips each x0 prediction to [-1, 1] (ADM), None leaves it.
+        `x_T` (B, C, S, S) starts from given noise, e.g. from ddim_invert for variations (unCLIP §3).
+        """
+        model_fn = self.denoiser(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
+                                 guidance_scale=guidance_scale)
+        batch, device = self._batch(dict(image_embedding=image_embedding, text_states=text_states))
+        cfg = self.config.unet
+        shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)
+        dtype = next(self.net.parameters()).dtype
+        return run_sampler(model_fn, self.diffusion, shape, sampler=sampler, x_T=x_T, steps=steps, eta=eta,
+                           threshold=threshold, generator=generator, device=device, dtype=dtype)
+
+    @staticmethod
+    def _batch(cond: dict[str, torch.Tensor | None]) -> tuple[int, torch.device]:
+        given = [v for v in cond.values() if v is not None]
+        if not given:
+            raise ValueError("no conditioning given: pass image_embedding and/or text_states")
+        sizes = {len(v) for v in given}
+        if len(sizes) != 1:
+            raise ValueError(f"conditioning inputs disagree on the batch size: "
+                             f"{ {k: len(v) for k, v in cond.items() if v is not None} }")
+        return sizes.pop(), given[0].device

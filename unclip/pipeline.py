@@ -1,0 +1,254 @@
+"""UnCLIP: the one place the stages meet. caption -> z_t -> prior -> z_i -> decoder -> 32 px -> upsamplers -> PNG.
+
+    pipe = UnCLIP.from_pretrained("models/shapes-tiny")
+    images = pipe(["a red circle above a blue square"], num_images=4, seed=0)     # PIL images, final size
+    stages = pipe(["a red circle"], stages=True)      # {"decoder": [...], "upsampler1": [...]}
+
+A pipeline directory holds one subfolder per stage, each loadable on its own (clip/, prior/, ar_prior/,
+decoder/, upsampler1/ ...) and pipeline.json with the sampling settings of every stage. Weights may be
+stored in float16 (save_pretrained(half=True)); they are loaded back into float32 modules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from .clip import CLIP, load_clip, save_clip
+from .data.images import to_pil
+from .decoder import Decoder, Upsampler, load_decoder, save_decoder
+from .prior import ARPrior, DiffusionPrior, load_prior, save_prior
+from .prior.embed import text_conditioning
+from .prior.kinds import PRIOR_KINDS, image_embeddings
+
+FORMAT_VERSION = 1
+SAMPLERS = ("ddim", "ddpm", "dpm++")
+
+
+@dataclass(frozen=True)
+class StageSampling:
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How each stage samples. The paper: 64 prior steps, best of 2; decoder guidance; DDIM 27 steps upsampling."""
+
+    prior_kind: str = "diffusion"  # the default route: diffusion | ar | text-embedding | none
+    prior: StageSampling = StageSampling(sampler="ddim", steps=64, guidance_scale=1.0)
+    best_of: int = 2
+    ar_temperature: float = 1.0
+    ar_top_k: int | None = None
+    ar_guidance_scale: float = 1.0
+    decoder: StageSampling = StageSampling(sampler="ddim", steps=50, guidance_scale=3.0)
+    upsampler: StageSampling = StageSampling(sampler="ddim", steps=27, guidance_scale=1.0)
+    notes: dict = field(default_factory=dict)  # free text: where and how the stages were trained
+
+    def __post_init__(self):
+        if self.prior_kind not in PRIOR_KINDS:
+            raise ValueError(f"unknown prior kind {self.prior_kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PipelineConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown PipelineConfig keys: {sorted(unknown)}")
+        data = dict(data)
+        for name in ("prior", "decoder", "upsampler"):
+            if name in data:
+                data[name] = StageSampling(**data[name])
+        return cls(**data)
+
+    def with_(self, **changes) -> PipelineConfig:
+        return replace(self, **changes)
+
+
+def _halve(path: Path) -> None:
+    """Rewrite a safetensors file with its float32 tensors as float16."""
+    tensors = load_file(str(path))
+    half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(half, str(tmp))
+    os.replace(tmp, path)
+
+
+class UnCLIP:
+    def __init__(self, *, clip: CLIP, decoder: Decoder, prior: DiffusionPrior | None = None,
+                 ar_prior: ARPrior | None = None, upsamplers: Sequence[Upsampler] = (),
+                 config: PipelineConfig | None = None):
+        if clip.tokenizer is None:
+            raise ValueError("the pipeline's CLIP needs its tokenizer attached")
+        self.clip, self.decoder, self.prior, self.ar_prior = clip.eval(), decoder.eval(), prior, ar_prior
+        self.upsamplers = [u.eval() for u in upsamplers]
+        self.config = config or PipelineConfig()
+        unet = decoder.config.unet
+        if unet.clip_dim not in (None, clip.config.embed_dim) or unet.text_width not in (None, clip.config.text_width):
+            raise ValueError(f"the decoder expects z_i of {unet.clip_dim} and token states of {unet.text_width}, the "
+                             f"CLIP gives {clip.config.embed_dim} and {clip.config.text_width}")
+        for p in (prior, ar_prior):
+            if p is not None and p.config.embed_dim != clip.config.embed_dim:
+                raise ValueError(f"a prior of embed_dim {p.config.embed_dim} does not fit a CLIP of "
+                                 f"{clip.config.embed_dim}")
+        size = decoder.config.image_size
+        for i, up in enumerate(self.upsamplers):
+            if up.config.low_res_size != size:
+                raise ValueError(f"upsampler {i + 1} takes {up.config.low_res_size} px, the stage before gives {size}")
+            size = up.config.image_size
+
+    # ----- files --------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> UnCLIP:
+        directory = Path(directory)
+        record_path = directory / "pipeline.json"
+        if not record_path.is_file():
+            raise FileNotFoundError(f"{directory} holds no pipeline.json: not an unclip pipeline directory")
+        record = json.loads(record_path.read_text())
+        if record.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{record_path} has format_version {record.get('format_version')!r}; this unclip reads "
+                             f"version {FORMAT_VERSION}")
+        stages = record.get("stages", {})
+        ups = [load_decoder(directory / name, device=device) for name in stages.get("upsamplers", [])]
+        return cls(clip=load_clip(directory / "clip", device=device),
+                   decoder=load_decoder(directory / "decoder", device=device),
+                   prior=load_prior(directory / "prior", device=device) if stages.get("prior") else None,
+                   ar_prior=load_prior(directory / "ar_prior", device=device) if stages.get("ar_prior") else None,
+                   upsamplers=ups, config=PipelineConfig.from_dict(record["config"]))
+
+    def save_pretrained(self, directory: str | os.PathLike, *, half: bool = False) -> Path:
+        """Write every stage (float16 weights with half=True) and pipeline.json; returns the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_clip(directory / "clip", self.clip)
+        save_decoder(directory / "decoder", self.decoder)
+        if self.prior is not None:
+            save_prior(directory / "prior", self.prior)
+        if self.ar_prior is not None:
+            save_prior(directory / "ar_prior", self.ar_prior)
+        names = [f"upsampler{i + 1}" for i in range(len(self.upsamplers))]
+        for name, up in zip(names, self.upsamplers):
+            save_decoder(directory / name, up)
+        if half:
+            for path in directory.glob("*/model.safetensors"):
+                _halve(path)
+        record = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
+                  "stages": {"prior": self.prior is not None, "ar_prior": self.ar_prior is not None,
+                             "upsamplers": names}}
+        (directory / "pipeline.json").write_text(json.dumps(record, indent=1))
+        return directory
+
+    def to(self, device: str | torch.device) -> UnCLIP:
+        for module in (self.clip, self.decoder, self.prior, self.ar_prior, *self.upsamplers):
+            if module is not None:
+                module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    @property
+    def sizes(self) -> list[int]:
+        """Image side after each stage: decoder first."""
+        return [self.decoder.config.image_size] + [u.config.image_size for u in self.upsamplers]
+
+    # ----- stages ---------------------------------------------------------------------------------------
+    def tokens(self, captions: Sequence[str]) -> torch.Tensor:
+        """Token ids (B, T); an empty caption or one past CLIP's context is refused, naming it."""
+        if isinstance(captions, str) or not captions:
+            raise ValueError("captions must be a non-empty list of strings")
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"caption {i} is empty: {caption!r}")
+        return self.clip.tokenizer(list(captions), truncate=False).to(self.device)
+
+    @torch.no_grad()
+    def text_conditioning(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z_t (B, E) unit-norm, token states (B, T, W) and mask (B, T) of the captions."""
+        tokens = self.tokens(captions)
+        states, mask = text_conditioning(self.clip, tokens)
+        return torch.nn.functional.normalize(self.clip.encode_text_tokens(tokens), dim=-1), states, mask
+
+    @torch.no_grad()
+    def image_embeddings(self, captions: Sequence[str], *, prior: str | None = None,
+                         generator: torch.Generator | None = None) -> torch.Tensor | None:
+        """z_i (B, E) for captions by the chosen prior kind (None for kind "none")."""
+        kind, cfg = prior or self.config.prior_kind, self.config
+        self.tokens(captions)  # check the captions before any work
+        if kind == "diffusion":
+            if self.prior is None:
+                raise ValueError("this pipeline has no diffusion prior; choose --prior ar, text-embedding or none")
+            options = dict(steps=cfg.prior.steps, sampler=cfg.prior.sampler, guidance_scale=cfg.prior.guidance_scale,
+                           best_of=cfg.best_of)
+            return image_embeddings(kind, clip=self.clip, captions=captions, prior=self.prior, generator=generator,
+                                    **options)
+        if kind == "ar":
+            if self.ar_prior is None:
+                raise ValueError("this pipeline has no autoregressive prior; choose --prior diffusion, "
+                                 "text-embedding or none")
+            return image_embeddings(kind, clip=self.clip, captions=captions, prior=self.ar_prior, generator=generator,
+                                    temperature=cfg.ar_temperature, top_k=cfg.ar_top_k,
+                                    guidance_scale=cfg.ar_guidance_scale)
+        return image_embeddings(kind, clip=self.clip, captions=captions)
+
+    @torch.no_grad()
+    def decode(self, image_embedding: torch.Tensor | None, *, text_states: torch.Tensor | None = None,
+               text_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               x_T: torch.Tensor | None = None, eta: float = 0.0, guidance_scale: float | None = None,
+               steps: int | None = None) -> torch.Tensor:
+        """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the caption's token states."""
+        cfg = self.config.decoder
+        return self.decoder.sample(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
+                                   steps=steps or cfg.steps, sampler="ddim" if eta else cfg.sampler, eta=eta,
+                                   guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
+                                   generator=generator, x_T=x_T)
+
+    @torch.no_grad()
+    def upsample(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Each upsampler's output in turn, starting from the decoder's images."""
+        out, cfg = [], self.config.upsampler
+        for up in self.upsamplers:
+            images = up.sample(low_res=images, steps=cfg.steps, sampler=cfg.sampler, generator=generator)
+            out.append(images)
+        return out
+
+    @torch.no_grad()
+    def __call__(self, captions: str | Sequence[str], *, num_images: int = 1, seed: int = 0, prior: str | None = None,
+                 stages: bool = False, upsample: bool = True) -> list[Image.Image] | dict[str, list[Image.Image]]:
+        """Images for each caption (num_images per caption, caption-major), seeded.
+
+        Returns the final stage's PIL images, or with stages=True a dict {"decoder": [...], "upsampler1": [...]}.
+        upsample=False stops after the decoder.
+        """
+        captions = [captions] if isinstance(captions, str) else list(captions)
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        batch = [c for c in captions for _ in range(num_images)]
+        generator = torch.Generator(self.device).manual_seed(seed)
+        z_i = self.image_embeddings(batch, prior=prior, generator=generator)
+        _, states, mask = self.text_conditioning(batch)
+        images = {"decoder": self.decode(z_i, text_states=states, text_mask=mask, generator=generator)}
+        if upsample:
+            for i, x in enumerate(self.upsample(images["decoder"], generator=generator)):
+                images[f"upsampler{i + 1}"] = x
+        pil = {name: [to_pil(x) for x in batch_images] for name, batch_images in images.items()}
+        return pil if stages else pil[list(pil)[-1]]
