@@ -137,6 +137,8 @@ def test_cli_verbs_write_pngs_and_manifests(pipe, tmp_path):
     m = ["--model", str(tmp_path / "model"), "--quiet"]
     assert cli.main(["generate", "--prompts-file", str(tmp_path / "w" / "prompts.jsonl"), "--out",
                      str(tmp_path / "g"), "--n-per-prompt", "2", "--batch-size", "2", *m]) == 0
+    assert cli.main(["generate", "a red circle", "--out", str(tmp_path / "g16"), "--no-upsample", *m]) == 0
+    assert Image.open(tmp_path / "g16" / "000000.png").size == (16, 16)
     entries, errors = read_manifest(tmp_path / "g")
     assert not errors and len(entries) == 6 and entries[0].extra["split"] == "test"
     assert [e.extra["index"] for e in entries] == [0, 0, 1, 1, 2, 2]
@@ -156,3 +158,20 @@ def test_cli_verbs_write_pngs_and_manifests(pipe, tmp_path):
         cli.main(["vary", str(tmp_path / "bad.png"), "--out", str(tmp_path / "x"), *m])
     with pytest.raises(SystemExit, match="no pipeline.json"):
         cli.main(["generate", "a red circle", "--out", str(tmp_path / "x"), "--model", str(tmp_path)])
+
+
+def test_assemble_writes_a_loadable_pipeline(pipe, tmp_path):
+    from unclip.clip import save_clip
+    from unclip.decoder import save_decoder
+    from unclip.prior import save_prior
+
+    save_clip(tmp_path / "c", pipe.clip)
+    save_decoder(tmp_path / "d", pipe.decoder)
+    save_decoder(tmp_path / "u", pipe.upsamplers[0])
+    save_prior(tmp_path / "p", pipe.prior)
+    save_prior(tmp_path / "a", pipe.ar_prior)
+    assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d"), "--prior",
+                     str(tmp_path / "p"), "--ar-prior", str(tmp_path / "a"), "--upsampler", str(tmp_path / "u"),
+                     "--out", str(tmp_path / "pipe")]) == 0
+    back = UnCLIP.from_pretrained(tmp_path / "pipe")
+    assert back.sizes == [16, 32] and back.ar_prior is not None and back.config.prior_kind == "diffusion"

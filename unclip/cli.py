@@ -78,7 +78,12 @@ def _train(args) -> int:
         torch.set_num_threads(args.threads)
     ctx = init_from_env()  # under torchrun: join the process group; otherwise rank 0 of 1
     device = f"cuda:{ctx.local_rank}" if args.device == "cuda" and ctx.enabled else args.device
-    if args.stage == "clip":
+    if args.stage == "all":
+        from .train_all import train_all
+
+        preset = "shapes-tiny" if args.preset == "tiny" else args.preset
+        out = train_all(preset_name=preset, run_dir=args.run_dir, device=device)
+    elif args.stage == "clip":
         from .clip.train import train_clip
 
         out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
@@ -178,7 +183,7 @@ def _generate(args) -> int:
     pipe = _pipeline(args)
     with tqdm(total=len(prompts), desc="generating", unit="prompt", disable=args.quiet) as bar:
         path = generate(pipe, prompts, args.out, n_per_prompt=args.n_per_prompt, seed=args.seed,
-                        batch_size=args.batch_size, progress=bar.update)
+                        batch_size=args.batch_size, upsample=not args.no_upsample, progress=bar.update)
     if len(prompts) * args.n_per_prompt <= 64:
         from .world import read_manifest
 
@@ -236,6 +241,23 @@ def _textdiff(args) -> int:
                 "theta": t} for t in thetas]
     path = write_outputs(args.out, _finish(pipe, x, 0), records, grid_columns=args.steps)
     print(f"wrote a {args.steps}-step text diff and {path}")
+    return 0
+
+
+def _assemble(args) -> int:
+    from .clip import load_clip
+    from .decoder import load_decoder
+    from .pipeline import PipelineConfig, UnCLIP
+    from .prior import load_prior
+
+    pipe = UnCLIP(clip=load_clip(args.clip), decoder=load_decoder(args.decoder),
+                  prior=load_prior(args.prior) if args.prior else None,
+                  ar_prior=load_prior(args.ar_prior) if args.ar_prior else None,
+                  upsamplers=[load_decoder(d) for d in args.upsampler],
+                  config=PipelineConfig(prior_kind="diffusion" if args.prior else "text-embedding"))
+    out = pipe.save_pretrained(args.out, half=not args.full_precision)
+    size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
     return 0
 
 
@@ -313,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="output directory")
     gen.add_argument("--n-per-prompt", type=int, default=1, help="images per caption (default: 1)")
     gen.add_argument("--batch-size", type=int, default=32, help="prompts per batch (default: 32)")
+    gen.add_argument("--no-upsample", action="store_true",
+                     help="write the decoder's images, skipping the upsamplers (faster; the scorer reads any size)")
     _add_sampling_args(gen, prior=True)
     gen.set_defaults(run=_generate)
 
@@ -353,6 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(diff, prior=False)
     diff.set_defaults(run=_textdiff)
 
+    asm = verbs.add_parser(
+        "assemble", help="put trained stages together into a pipeline directory",
+        description="Load each trained stage (the model/ directories that `unclip train` writes) and save them as "
+        "one pipeline directory that `--model` accepts (float16 weights unless --full-precision).")
+    asm.add_argument("--clip", required=True, help="CLIP directory")
+    asm.add_argument("--decoder", required=True, help="decoder directory")
+    asm.add_argument("--prior", default=None, help="diffusion prior directory")
+    asm.add_argument("--ar-prior", default=None, help="autoregressive prior directory")
+    asm.add_argument("--upsampler", action="append", default=[], help="upsampler directory (repeat, in order)")
+    asm.add_argument("--out", required=True, help="pipeline directory to write")
+    asm.add_argument("--full-precision", action="store_true", help="keep float32 weights")
+    asm.set_defaults(run=_assemble)
+
     train = verbs.add_parser(
         "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",
         description="Train one stage. Rerunning the same command on the same run directory resumes from its last "
@@ -361,11 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         "prior (the diffusion prior, unCLIP §2.2) and ar-prior (the autoregressive prior), both learning "
         "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny), decoder (z_i and "
         "caption -> 32 px image, inverting the CLIP given by --clip; preset tiny) and upsampler (32 -> 128 px; "
-        "preset tiny-up-128, which `tiny` also names).")
-    train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler"], help="which stage")
+        "preset tiny-up-128, which `tiny` also names), or all (every stage in order, then RUN_DIR/pipeline; "
+        "preset shapes-tiny).")
+    train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
+                       help="which stage")
     train.add_argument("--preset", default="tiny",
                        help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny; "
-                       "upsampler: tiny-up-128)")
+                       "upsampler: tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
     train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")

@@ -69,8 +69,10 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
 
 
 def generate(pipe: UnCLIP, prompts: Sequence[dict], out: str | os.PathLike, *, n_per_prompt: int = 1, seed: int = 0,
-             prior: str | None = None, batch_size: int = 32, progress: Callable[[int], None] | None = None) -> Path:
+             prior: str | None = None, batch_size: int = 32, upsample: bool = True,
+             progress: Callable[[int], None] | None = None) -> Path:
     """Generate n_per_prompt images per prompt into `out`; batch b (of batch_size prompts) uses seed + b.
+    upsample=False writes the decoder's images (the scorer reads any size; the upsamplers take most of the time).
 
     Records keep the prompt's own keys (split, index, ...) and add "sample" (0..n-1) and "prior".
     """
@@ -84,7 +86,8 @@ def generate(pipe: UnCLIP, prompts: Sequence[dict], out: str | os.PathLike, *, n
     path, written = Path(out) / MANIFEST, 0
     for b, s in enumerate(range(0, len(prompts), batch_size)):
         chunk = prompts[s:s + batch_size]
-        images = pipe([r["caption"] for r in chunk], num_images=n_per_prompt, seed=seed + b, prior=kind)
+        images = pipe([r["caption"] for r in chunk], num_images=n_per_prompt, seed=seed + b, prior=kind,
+                      upsample=upsample)
         records = [r | {"sample": j, "prior": kind} for r in chunk for j in range(n_per_prompt)]
         path = write_outputs(out, images, records, start=written, append=written > 0)
         written += len(images)

@@ -48,13 +48,13 @@ class DecoderRecipe:
 
 
 RECIPES: dict[str, DecoderRecipe] = {
-    # 3.4M parameters at 32 px; 41 samples/s with 2 threads on this 2-core CPU (about 65 minutes).
+    # 3.4M parameters at 32 px; 41 samples/s with 2 threads on this 2-core CPU (about 65 minutes alone).
     "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=5000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
-        steps=3000, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999,
+        steps=2000, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
 }
 STAGE_OF = {"tiny": "decoder", "tiny-up-128": "upsampler"}

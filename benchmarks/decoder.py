@@ -1,0 +1,187 @@
+"""The decoder and the upsampler, measured (issue 7):
+
+- reconstruction: the decoder fed the true z_i (and caption) of N test images through the frozen CLIP;
+  the world's scorer checks each image against the original caption (goal >= 85%, single objects >= 95%);
+- guidance: scorer accuracy and diversity (mean pairwise RMS distance, in [0, 1] pixel units, between two
+  samples of the same z_i) for guidance scales 1, 2, 3, 5, 8;
+- upsampler: on test images, the 32 px image (bicubic-downsampled from the 128 px render) upsampled by the
+  diffusion upsampler vs by bicubic interpolation: PSNR against the 128 px render, and how often the scorer's
+  verdict on the upsampled image agrees with its verdict on the render (goal >= 98%);
+- speed: training samples/s (recipe batch), peak resident memory, and sampling seconds per image per stage.
+Prints tables and writes benchmarks/results/decoder.json.
+
+    .venv/bin/python benchmarks/decoder.py --clip runs/clip-tiny/model --decoder runs/decoder-tiny/model \
+        --upsampler runs/upsampler-tiny/model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from unclip.clip import load_clip
+from unclip.data.images import to_pil
+from unclip.decoder import downsample_bicubic, load_decoder, upsample_bicubic
+from unclip.decoder.train import RECIPES, clip_conditioning
+from unclip.world import ShapesDataset, score_image
+from unclip.world.captions import SKILLS
+
+
+def batches(n: int, size: int):
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def score(images: torch.Tensor, captions: list[str]) -> tuple[list[bool], dict[str, float]]:
+    verdicts, by_skill = [], {}
+    for x, caption in zip(images, captions):
+        result = score_image(to_pil(x), caption)
+        verdicts.append(result.correct)
+        for tag in result.skills:
+            by_skill.setdefault(tag, []).append(result.correct)
+    return verdicts, {t: sum(v) / len(v) for t, v in by_skill.items()}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image, in dB, for images in [-1, 1] compared in [0, 1] units."""
+    mse = (((a - b) / 2) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+
+
+def train_speed(model, batch_fn, *, steps: int = 4) -> float:
+    """Median samples/s of forward + backward + AdamW at the recipe batch."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    times = []
+    for i in range(steps + 1):
+        batch = batch_fn()
+        t0 = time.perf_counter()
+        loss = batch["loss_fn"](g)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i:
+            times.append(time.perf_counter() - t0)
+    model.eval()
+    return batch["n"] / statistics.median(times)
+
+
+@torch.no_grad()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", default="runs/clip-tiny/model")
+    parser.add_argument("--decoder", default="runs/decoder-tiny/model")
+    parser.add_argument("--upsampler", default="runs/upsampler-tiny/model", help="'' to skip")
+    parser.add_argument("--n", type=int, default=500, help="test images for the reconstruction check")
+    parser.add_argument("--n-guidance", type=int, default=60, help="z_i per guidance scale (2 samples each)")
+    parser.add_argument("--n-upsample", type=int, default=100, help="test images for the upsampler check")
+    parser.add_argument("--steps", type=int, default=25, help="decoder DDIM steps")
+    parser.add_argument("--up-steps", type=int, default=27, help="upsampler DDIM steps (the paper's 27)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="decoder guidance for the reconstruction check")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "decoder.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clip, decoder = load_clip(args.clip), load_decoder(args.decoder)
+    size = decoder.config.image_size
+    report = {"benchmark": "decoder", "decoder": args.decoder, "steps": args.steps, "threads": args.threads,
+              "decoder_parameters": sum(p.numel() for p in decoder.parameters())}
+
+    def decode(sl, data, scale, seed, repeat=1):
+        images = torch.stack([data[i][0] for i in range(sl.start, sl.stop)])
+        captions = [data[i][1] for i in range(sl.start, sl.stop)]
+        z_i, states, mask = clip_conditioning(clip, images, captions)
+        rep = lambda x: x.repeat_interleave(repeat, dim=0)
+        out = decoder.sample(image_embedding=rep(z_i), text_states=rep(states), text_mask=rep(mask), steps=args.steps,
+                             guidance_scale=scale, generator=torch.Generator().manual_seed(seed))
+        return out, [c for c in captions for _ in range(repeat)]
+
+    # ----- reconstruction ------------------------------------------------------------------------------
+    data = ShapesDataset("test", size=size, length=args.n)
+    started = time.perf_counter()
+    outs, caps = zip(*[decode(sl, data, args.guidance, k) for k, sl in enumerate(batches(args.n, 50))])
+    seconds = (time.perf_counter() - started) / args.n
+    verdicts, skills = score(torch.cat(outs), sum(caps, []))
+    report["reconstruction"] = {"n": args.n, "guidance": args.guidance, "overall": sum(verdicts) / len(verdicts),
+                                "skills": skills, "seconds_per_image": seconds}
+    print(f"reconstruction from true z_i + caption, {args.n} test images, {args.steps} DDIM steps, guidance "
+          f"{args.guidance}: {sum(verdicts) / len(verdicts):.3f} correct (goal >= 0.85); {seconds:.2f} s/image")
+    print("  " + "  ".join(f"{t} {skills[t]:.3f}" for t in SKILLS if t in skills) + "  (goal: single >= 0.95)")
+
+    # ----- guidance sweep ------------------------------------------------------------------------------
+    report["guidance"] = []
+    print(f"\n{'guidance':>8}{'accuracy':>10}{'diversity':>11}   ({args.n_guidance} z_i x 2 samples)")
+    for scale in (1.0, 2.0, 3.0, 5.0, 8.0):
+        outs, caps = zip(*[decode(sl, data, scale, 100 + k, repeat=2)
+                           for k, sl in enumerate(batches(args.n_guidance, 30))])
+        x = torch.cat(outs)
+        verdicts, _ = score(x, sum(caps, []))
+        pairs = x.reshape(-1, 2, *x.shape[1:])
+        diversity = float((((pairs[:, 0] - pairs[:, 1]) / 2) ** 2).flatten(1).mean(1).sqrt().mean())
+        report["guidance"].append({"scale": scale, "accuracy": sum(verdicts) / len(verdicts), "diversity": diversity})
+        print(f"{scale:>8.1f}{sum(verdicts) / len(verdicts):>10.3f}{diversity:>11.4f}")
+
+    # ----- upsampler -----------------------------------------------------------------------------------
+    if args.upsampler:
+        up = load_decoder(args.upsampler)
+        hi_size, lo_size = up.config.image_size, up.config.low_res_size
+        hi_data = ShapesDataset("test", size=hi_size, length=args.n_upsample)
+        gt = torch.stack([hi_data[i][0] for i in range(args.n_upsample)])
+        captions = [hi_data[i][1] for i in range(args.n_upsample)]
+        low = downsample_bicubic(gt, lo_size)
+        started = time.perf_counter()
+        diffused = torch.cat([up.sample(low_res=low[sl], steps=args.up_steps,
+                                        generator=torch.Generator().manual_seed(k))
+                              for k, sl in enumerate(batches(args.n_upsample, 25))])
+        up_seconds = (time.perf_counter() - started) / args.n_upsample
+        bicubic = upsample_bicubic(low, (hi_size, hi_size))
+        truth, _ = score(gt, captions)
+        rows = {}
+        for name, x in (("bicubic", bicubic), ("diffusion", diffused)):
+            verdicts, _ = score(x, captions)
+            rows[name] = {"psnr_db": float(psnr(x, gt).mean()),
+                          "verdict_agreement": sum(a == b for a, b in zip(verdicts, truth)) / len(truth),
+                          "scorer_accuracy": sum(verdicts) / len(verdicts)}
+        report["upsampler"] = {"model": args.upsampler, "n": args.n_upsample, "steps": args.up_steps,
+                               "from": lo_size, "to": hi_size, "seconds_per_image": up_seconds, **rows}
+        print(f"\nupsampler {lo_size} -> {hi_size} px, {args.n_upsample} test images, {args.up_steps} DDIM steps")
+        print(f"{'method':<11}{'PSNR dB':>9}{'verdict agrees':>16}{'scorer acc':>12}")
+        for name, r in rows.items():
+            print(f"{name:<11}{r['psnr_db']:>9.2f}{r['verdict_agreement']:>16.3f}{r['scorer_accuracy']:>12.3f}")
+
+    # ----- speed ---------------------------------------------------------------------------------------
+    with torch.enable_grad():
+        def decoder_batch():
+            b = RECIPES["tiny"].train.batch_size
+            images = torch.stack([data[i % args.n][0] for i in range(b)])
+            z_i, states, mask = clip_conditioning(clip, images, [data[i % args.n][1] for i in range(b)])
+            return {"n": b, "loss_fn": lambda g: decoder.loss(images=images, image_embedding=z_i, text_states=states,
+                                                              text_mask=mask, generator=g)}
+        speed = {"decoder": {"train_samples_per_s": train_speed(decoder, decoder_batch),
+                             "sample_seconds_per_image": report["reconstruction"]["seconds_per_image"]}}
+        if args.upsampler:
+            def up_batch():
+                b = RECIPES["tiny-up-128"].train.batch_size
+                images = torch.stack([hi_data[i % args.n_upsample][0] for i in range(b)])
+                return {"n": b, "loss_fn": lambda g: up.loss(images=images, generator=g)}
+            speed["upsampler"] = {"train_samples_per_s": train_speed(up, up_batch),
+                                  "sample_seconds_per_image": report["upsampler"]["seconds_per_image"]}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report["speed"] = speed | {"peak_rss_mb_whole_benchmark": peak_mb}
+    print(f"\n{'stage':<11}{'train samples/s':>16}{'s/image sampled':>17}   ({args.threads} threads; peak RSS of "
+          f"this process {peak_mb:.0f} MB)")
+    for name, s in speed.items():
+        print(f"{name:<11}{s['train_samples_per_s']:>16.1f}{s['sample_seconds_per_image']:>17.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

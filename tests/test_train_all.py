@@ -1,0 +1,55 @@
+"""`unclip train all`: every stage in order into one run directory, then a loadable pipeline; a rerun resumes."""
+
+import dataclasses
+
+import torch
+
+from unclip import train_all as ta
+from unclip.clip import train as clip_train
+from unclip.decoder import UNetConfig
+from unclip.decoder import train as decoder_train
+from unclip.pipeline import UnCLIP
+from unclip.prior import ARPriorConfig, DiffusionPriorConfig
+from unclip.prior import train as prior_train
+
+UNET = dict(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=16)
+
+
+def _short(train, **kw):
+    return dataclasses.replace(train, steps=2, batch_size=4, checkpoint_every=1, warmup_steps=1, **kw)
+
+
+def test_train_all_then_rerun(tmp_path, monkeypatch):
+    c = clip_train.RECIPES["tiny"]
+    monkeypatch.setitem(clip_train.RECIPES, "micro", clip_train.CLIPRecipe(
+        model=c.model.with_(image_size=16, vision_layers=1, text_layers=1), train=_short(c.train), negatives=1))
+    small = dict(width=32, layers=1, heads=2)
+    for kind, cfg in (("diffusion", DiffusionPriorConfig(**small)),
+                      ("autoregressive", ARPriorConfig(**small, max_components=4, buckets=32))):
+        r = prior_train.RECIPES[kind]["tiny"]
+        monkeypatch.setitem(prior_train.RECIPES[kind], "micro", prior_train.PriorRecipe(
+            model=cfg, train=_short(r.train), pairs=16))
+    d, u = decoder_train.RECIPES["tiny"], decoder_train.RECIPES["tiny-up-128"]
+    monkeypatch.setitem(decoder_train.RECIPES, "micro", decoder_train.DecoderRecipe(
+        model=d.model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,), **UNET)),
+        train=_short(d.train, hook_every=0), sample_steps=2))
+    monkeypatch.setitem(decoder_train.RECIPES, "micro-up", decoder_train.DecoderRecipe(
+        model=u.model.with_(unet=UNetConfig(image_size=32, attention_resolutions=(), clip_dim=None, text_width=None,
+                                            low_res_channels=3, **UNET), low_res_size=16, crop_size=16),
+        train=_short(u.train, hook_every=0)))
+    monkeypatch.setitem(decoder_train.STAGE_OF, "micro", "decoder")
+    monkeypatch.setitem(decoder_train.STAGE_OF, "micro-up", "upsampler")
+    monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
+                                                               decoder="micro", upsamplers=("micro-up",),
+                                                               sampling=ta.PipelineConfig()))
+    logs = []
+    out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)
+    assert len(logs) == 5 and out == tmp_path / "pipeline"
+    pipe = UnCLIP.from_pretrained(out)
+    assert pipe.sizes == [16, 32] and pipe.prior is not None and pipe.ar_prior is not None
+    first = {k: v.clone() for k, v in pipe.decoder.state_dict().items()}
+    ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)  # nothing left to train
+    again = UnCLIP.from_pretrained(out).decoder.state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["ar-prior", "clip", "decoder", "pipeline", "prior",
+                                                            "upsampler"]

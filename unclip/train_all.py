@@ -1,0 +1,66 @@
+"""`unclip train all --preset shapes-tiny --run-dir DIR`: every stage in order, then the pipeline directory.
+
+    DIR/clip  DIR/prior  DIR/ar-prior  DIR/decoder  DIR/upsampler   one engine run each (resumable)
+    DIR/pipeline                                                    UnCLIP.save_pretrained(half=True)
+
+Each stage resumes on its own: rerunning the command skips finished stages (their trainers find the
+last step done) and continues the interrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .clip import load_clip
+from .clip.train import train_clip
+from .decoder import load_decoder
+from .decoder.train import train_decoder
+from .pipeline import PipelineConfig, UnCLIP
+from .prior import load_prior
+from .prior.train import train_prior
+
+
+@dataclass(frozen=True)
+class PipelinePreset:
+    clip: str
+    prior: str
+    ar_prior: str
+    decoder: str
+    upsamplers: tuple[str, ...]
+    sampling: PipelineConfig
+
+
+PRESETS = {
+    "shapes-tiny": PipelinePreset(clip="tiny", prior="tiny", ar_prior="tiny", decoder="tiny",
+                                  upsamplers=("tiny-up-128",), sampling=PipelineConfig()),
+}
+
+
+def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cpu", progress: bool = True,
+              half: bool = True, log=print) -> Path:
+    """Train every stage of a pipeline preset in order; returns RUN_DIR/pipeline."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"unknown pipeline preset {preset_name!r}: expected one of {', '.join(PRESETS)}")
+    preset, run_dir = PRESETS[preset_name], Path(run_dir)
+    log(f"[1/5] CLIP ({preset.clip}) in {run_dir / 'clip'}")
+    clip_dir = train_clip(preset_name=preset.clip, run_dir=run_dir / "clip", device=device, progress=progress)
+    log(f"[2/5] diffusion prior ({preset.prior}) in {run_dir / 'prior'}")
+    prior_dir = train_prior(kind="diffusion", preset_name=preset.prior, clip_dir=clip_dir, run_dir=run_dir / "prior",
+                            device=device, progress=progress)
+    log(f"[3/5] autoregressive prior ({preset.ar_prior}) in {run_dir / 'ar-prior'}")
+    ar_dir = train_prior(kind="autoregressive", preset_name=preset.ar_prior, clip_dir=clip_dir,
+                         run_dir=run_dir / "ar-prior", device=device, progress=progress)
+    log(f"[4/5] decoder ({preset.decoder}) in {run_dir / 'decoder'}")
+    decoder_dir = train_decoder(preset_name=preset.decoder, clip_dir=clip_dir, run_dir=run_dir / "decoder",
+                                device=device, progress=progress)
+    up_dirs = []
+    for i, name in enumerate(preset.upsamplers):
+        sub = run_dir / ("upsampler" if len(preset.upsamplers) == 1 else f"upsampler{i + 1}")
+        log(f"[5/5] upsampler ({name}) in {sub}")
+        up_dirs.append(train_decoder(preset_name=name, run_dir=sub, device=device, progress=progress))
+    pipe = UnCLIP(clip=load_clip(clip_dir), prior=load_prior(prior_dir), ar_prior=load_prior(ar_dir),
+                  decoder=load_decoder(decoder_dir), upsamplers=[load_decoder(d) for d in up_dirs],
+                  config=preset.sampling)
+    return pipe.save_pretrained(run_dir / "pipeline", half=half)
