@@ -73,6 +73,6 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, capsys):
 
 
 def test_demo_writes_a_scored_grid(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--n", "4"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--n", "4", "--model", str(tmp_path / "no-model")]) == 0
     assert (tmp_path / "shapes_grid.png").is_file() and (tmp_path / "world" / "prompts.jsonl").is_file()
     assert "overall" in capsys.readouterr().out

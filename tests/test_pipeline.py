@@ -175,3 +175,14 @@ def test_assemble_writes_a_loadable_pipeline(pipe, tmp_path):
                      "--out", str(tmp_path / "pipe")]) == 0
     back = UnCLIP.from_pretrained(tmp_path / "pipe")
     assert back.sizes == [16, 32] and back.ar_prior is not None and back.config.prior_kind == "diffusion"
+
+
+def test_demo_page_shows_every_section(pipe, tmp_path):
+    from unclip.demo import make_demo
+
+    index = make_demo(pipe, tmp_path, log=lambda _: None)
+    page = index.read_text()
+    for section in ("generate", "variations", "interpolation", "textdiff"):
+        assert f'src="{section}/grid.png"' in page and (tmp_path / section / "grid.png").is_file()
+    assert len(read_manifest(tmp_path / "generate")[0]) == 8 and len(read_manifest(tmp_path / "interpolation")[0]) == 7
+    assert "a blue circle" in page

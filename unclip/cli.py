@@ -113,7 +113,7 @@ def _train(args) -> int:
 
 
 def _demo(args) -> int:
-    """Until the pipeline exists: render test scenes, score them, and lay them out in a grid."""
+    """The pipeline's demo page when a model is there; the scored world grid always."""
     out = Path(args.out)
     samples = out / "world"
     write_world_samples(samples, split="test", n=args.n, size=64)
@@ -122,10 +122,23 @@ def _demo(args) -> int:
     images = [Image.open(samples / entry.file) for entry in entries]
     grid_path = out / "shapes_grid.png"
     captioned_grid(images, [s.caption for s in scores], columns=4, verdicts=[s.correct for s in scores]).save(grid_path)
-    summary = summarise(scores)
-    _print_table(summary)
-    print(f"wrote {args.n} Shapes-world scenes to {samples}/ and their captioned grid to {grid_path}")
+    _print_table(summarise(scores))
+    print(f"wrote {args.n} real Shapes-world test scenes to {samples}/ and their scored grid to {grid_path}")
+    if not (Path(args.model) / "pipeline.json").is_file():
+        print(f"no pipeline at {args.model}: train one with `unclip train all --preset shapes-tiny --run-dir DIR`")
+        return 0
+    import torch
+
+    from .demo import make_demo
+    from .pipeline import UnCLIP
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = UnCLIP.from_pretrained(args.model)
+    index = make_demo(pipe, out)
+    print(f"open {index}")
     return 0
+
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "shapes-tiny"
 
@@ -418,9 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     demo = verbs.add_parser("demo", help="the main job on the built-in default (what `make demo` runs)",
-                            description="Render Shapes-world test scenes, score them with the exact scorer, "
-                            "and write a captioned grid, each image framed green where the scorer calls it correct, "
-                            "red where not.")
+                            description="With the shipped pipeline (--model): generate images for 8 captions, "
+                            "vary a Shapes image, interpolate between two, apply a text diff, and write them all "
+                            "with index.html. Always: render real test scenes, score them with the exact scorer and "
+                            "write a grid framed green (correct) or red.")
+    demo.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline directory (default: models/shapes-tiny)")
+    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     demo.add_argument("--out", default="demo", help="output directory (default: demo)")
     demo.add_argument("--n", type=int, default=16, help="how many scenes (default: 16)")
     demo.set_defaults(run=_demo)

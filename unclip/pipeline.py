@@ -101,6 +101,7 @@ class UnCLIP:
         self.clip, self.decoder, self.prior, self.ar_prior = clip.eval(), decoder.eval(), prior, ar_prior
         self.upsamplers = [u.eval() for u in upsamplers]
         self.config = config or PipelineConfig()
+        self.source: str | None = None  # the directory it was loaded from, if any
         unet = decoder.config.unet
         if unet.clip_dim not in (None, clip.config.embed_dim) or unet.text_width not in (None, clip.config.text_width):
             raise ValueError(f"the decoder expects z_i of {unet.clip_dim} and token states of {unet.text_width}, the "
@@ -128,11 +129,13 @@ class UnCLIP:
                              f"version {FORMAT_VERSION}")
         stages = record.get("stages", {})
         ups = [load_decoder(directory / name, device=device) for name in stages.get("upsamplers", [])]
-        return cls(clip=load_clip(directory / "clip", device=device),
+        pipe = cls(clip=load_clip(directory / "clip", device=device),
                    decoder=load_decoder(directory / "decoder", device=device),
                    prior=load_prior(directory / "prior", device=device) if stages.get("prior") else None,
                    ar_prior=load_prior(directory / "ar_prior", device=device) if stages.get("ar_prior") else None,
                    upsamplers=ups, config=PipelineConfig.from_dict(record["config"]))
+        pipe.source = str(directory)
+        return pipe
 
     def save_pretrained(self, directory: str | os.PathLike, *, half: bool = False) -> Path:
         """Write every stage (float16 weights with half=True) and pipeline.json; returns the directory."""
