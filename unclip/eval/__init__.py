@@ -1,1 +1,1 @@
-"""Evaluation: distances between sample sets and, later, the metrics of the evaluation harness."""
+"""Evaluation: distances between sample sets (distances.py) and distribution metrics on features (features.py)."""
