@@ -21,24 +21,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unclip.clip import load_clip, recall_at_k
+from unclip.clip import load_clip
+from unclip.eval.prior_metrics import prior_metrics as metrics
 from unclip.prior import image_embeddings, load_prior
 from unclip.world import ShapesDataset
-
-
-def metrics(pred: torch.Tensor, true: torch.Tensor, z_t: torch.Tensor) -> dict[str, float]:
-    n = len(pred)
-    unrelated = z_t.roll(n // 2, dims=0)  # caption i + n/2: another scene
-    blocks = [recall_at_k(pred[s:s + 100], true[s:s + 100], k=1) for s in range(0, n - 99, 100)]
-    return {"cos_true": float((pred * true).sum(-1).mean()),
-            "cos_text": float((pred * z_t).sum(-1).mean()),
-            "cos_text_gap": float((pred * z_t).sum(-1).mean() - (true * z_t).sum(-1).mean()),
-            "cos_unrelated_text": float((pred * unrelated).sum(-1).mean()),
-            "recall_at_1_among_100": float(np.mean(blocks))}
 
 
 def batched(fn, n: int, batch: int = 250) -> torch.Tensor:

@@ -186,3 +186,23 @@ def test_demo_page_shows_every_section(pipe, tmp_path):
         assert f'src="{section}/grid.png"' in page and (tmp_path / section / "grid.png").is_file()
     assert len(read_manifest(tmp_path / "generate")[0]) == 8 and len(read_manifest(tmp_path / "interpolation")[0]) == 7
     assert "a blue circle" in page
+
+
+def test_eval_reports_what_the_world_scorer_says(pipe, tmp_path):
+    from unclip.eval.harness import evaluate
+
+    encoder = CLIP(preset("tiny").with_(vocab_size=pipe.clip.config.vocab_size, vision_layers=1, text_layers=1,
+                                        image_size=16))
+    encoder.tokenizer = pipe.clip.tokenizer
+    metrics = evaluate(pipe, tmp_path, n=6, n_novel=2, eval_encoder=encoder.eval(), diversity_captions=2,
+                       diversity_k=2)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["overall"] == metrics["overall"]
+    assert cli.main(["world", "score", str(tmp_path / "test"), "--quiet"]) == 0  # the same images, scored again
+    from unclip.world import score_entries, summarise
+    again = summarise(list(score_entries(tmp_path / "test", read_manifest(tmp_path / "test")[0])))
+    assert again["overall"] == metrics["overall"] and len(read_manifest(tmp_path / "novel")[0]) == 2
+    e = metrics["eval_encoder"]
+    assert e["fd"] >= 0 and 0 <= e["precision"] <= 1 and e["diversity"] >= 0
+    assert set(metrics["prior_metrics"]) >= {"cos_true", "cos_text_gap", "cos_unrelated_text"}
+    assert "| **overall** |" in (tmp_path / "report.md").read_text()

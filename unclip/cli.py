@@ -274,6 +274,19 @@ def _assemble(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from .clip import load_clip
+    from .eval.harness import evaluate
+
+    pipe = _pipeline(args)
+    encoder = load_clip(args.eval_encoder) if args.eval_encoder else None
+    metrics = evaluate(pipe, args.out, n=args.n, n_novel=args.n_novel, eval_encoder=encoder, prior=args.prior,
+                       upsample=args.upsample, seed=args.seed, progress=lambda text: print(text, flush=True))
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {Path(args.out) / 'metrics.json'} (overall {metrics['overall']:.3f})")
+    return 0
+
+
 def _add_sampling_args(parser, *, prior: bool) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline directory (default: the shipped "
                         "models/shapes-tiny)")
@@ -402,6 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("--out", required=True, help="pipeline directory to write")
     asm.add_argument("--full-precision", action="store_true", help="keep float32 weights")
     asm.set_defaults(run=_assemble)
+
+    ev = verbs.add_parser(
+        "eval", help="generate for test and novel captions, then measure (report.md, metrics.json)",
+        description="Generate images for N test-split and N/2 novel-split captions into --out (PNGs + prompts.jsonl, "
+        "which `unclip world score` reads too), then report the scorer's accuracy by skill, held-out-pair accuracy, "
+        "the prior's metrics and, with --eval-encoder (a CLIP trained by `unclip train clip --preset eval`), "
+        "FD, KID, precision/recall, CLIP score and diversity.")
+    ev.add_argument("--n", type=int, default=500, help="test captions (default: 500)")
+    ev.add_argument("--n-novel", type=int, default=None, help="novel-split captions (default: n / 2)")
+    ev.add_argument("--eval-encoder", default=None, help="evaluation CLIP directory (not the pipeline's own)")
+    ev.add_argument("--upsample", action="store_true", help="score the upsampled images (default: decoder size)")
+    ev.add_argument("--out", required=True, help="output directory")
+    _add_sampling_args(ev, prior=True)
+    ev.set_defaults(run=_eval)
 
     train = verbs.add_parser(
         "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",

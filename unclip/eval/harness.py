@@ -1,0 +1,160 @@
+"""`unclip eval`: generate for test and novel captions, then measure (issue 9). Sampling and metrics are
+separate steps: images and prompts.jsonl are written first, then every metric reads them back.
+
+    OUT/test/, OUT/novel/, OUT/diversity/   generated PNGs + prompts.jsonl
+    OUT/metrics.json                        {"overall": scorer accuracy on test captions, ...}
+    OUT/report.md                           the same as tables
+
+Metrics: the world's scorer by skill (test) and on held-out pairs (novel); the prior metrics of the
+pipeline's prior; with an evaluation encoder (a CLIP trained separately: `unclip train clip --preset
+eval`; never the decoder's own CLIP, so the model does not grade its own homework): Fréchet distance,
+KID and k-NN precision/recall between generated and real test images, a real-vs-real floor from two
+disjoint halves of real images, CLIP score, and diversity (mean pairwise feature distance among K samples
+of one caption); seconds per image and network evaluations per image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..clip import CLIP
+from ..data.images import to_tensor
+from ..outputs import generate
+from ..pipeline import UnCLIP
+from ..world import ShapesDataset, read_manifest, render, sample_scene, score_entries, summarise
+from ..world.captions import SKILLS
+from .features import frechet_distance, kernel_inception_distance, mean_pairwise_distance, precision_recall
+from .prior_metrics import prior_metrics
+
+
+@torch.no_grad()
+def encode_images(encoder: CLIP, images: list[Image.Image], *, batch: int = 256) -> torch.Tensor:
+    """(N, E) unit-norm evaluation features of PIL images (resized to the encoder's side)."""
+    size = encoder.config.image_size
+    parts = [F.normalize(encoder.encode_image_pixels(torch.stack([to_tensor(im, size) for im in images[s:s + batch]])),
+                         dim=-1) for s in range(0, len(images), batch)]
+    return torch.cat(parts)
+
+
+def _load(directory: Path) -> tuple[list[Image.Image], list[str]]:
+    entries, errors = read_manifest(directory)
+    if errors:
+        raise ValueError(f"{directory}: {errors[0]}")
+    return [Image.open(directory / e.file).convert("RGB") for e in entries], [e.caption for e in entries]
+
+
+def nfe_per_image(pipe: UnCLIP, kind: str) -> int:
+    """Network evaluations per image: prior (x best-of, x2 when guided), decoder (x2 when guided), upsamplers."""
+    cfg = pipe.config
+    prior = {"diffusion": cfg.prior.steps * cfg.best_of * (1 if cfg.prior.guidance_scale == 1 else 2),
+             "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
+                                                                                else 2)}.get(kind, 0)
+    decoder = cfg.decoder.steps * (1 if cfg.decoder.guidance_scale == 1 else 2)
+    return prior + decoder + cfg.upsampler.steps * len(pipe.upsamplers)
+
+
+@torch.no_grad()
+def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int | None = None,
+             eval_encoder: CLIP | None = None, prior: str | None = None, upsample: bool = False,
+             diversity_captions: int = 25, diversity_k: int = 4, seed: int = 0,
+             progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Generate, measure, and write metrics.json and report.md into `out`; returns the metrics."""
+    out = Path(out)
+    kind = prior or pipe.config.prior_kind
+    n_novel = n // 2 if n_novel is None else n_novel
+    metrics: dict = {"model": pipe.source, "prior": kind, "n": n, "n_novel": n_novel, "upsample": upsample,
+                     "nfe_per_image": nfe_per_image(pipe, kind) - (0 if upsample else
+                                                                    pipe.config.upsampler.steps * len(pipe.upsamplers))}
+    # ----- sampling: images + manifests ------------------------------------------------------------------
+    prompts = {"test": [{"caption": sample_scene("test", i).caption, "split": "test", "index": i} for i in range(n)],
+               "novel": [{"caption": sample_scene("novel", i).caption, "split": "novel", "index": i}
+                         for i in range(n_novel)]}
+    started = time.perf_counter()
+    for split, records in prompts.items():
+        if records:
+            progress(f"generating {len(records)} {split} captions")
+            generate(pipe, records, out / split, seed=seed, prior=kind, upsample=upsample)
+    metrics["seconds_per_image"] = (time.perf_counter() - started) / max(n + n_novel, 1)
+
+    # ----- the world's scorer ----------------------------------------------------------------------------
+    progress("scoring")
+    test_summary = summarise(list(score_entries(out / "test", read_manifest(out / "test")[0])))
+    metrics["overall"] = test_summary["overall"]
+    metrics["skills"] = test_summary["skills"]
+    metrics["counts"] = test_summary["counts"]
+    if n_novel:
+        novel_summary = summarise(list(score_entries(out / "novel", read_manifest(out / "novel")[0])))
+        metrics["novel_overall"] = novel_summary["overall"]
+        metrics["heldout"] = novel_summary["skills"].get("heldout")
+
+    # ----- prior metrics (in the pipeline's own CLIP) ------------------------------------------------------
+    if kind != "none":
+        progress("prior metrics")
+        data = ShapesDataset("test", size=pipe.clip.config.image_size, length=n)
+        true = F.normalize(pipe.clip.encode_image_pixels(torch.stack([data[i][0] for i in range(n)])), dim=-1)
+        captions = [r["caption"] for r in prompts["test"]]
+        z_t, _, _ = pipe.text_conditioning(captions)
+        g = torch.Generator(pipe.device).manual_seed(seed)
+        pred = torch.cat([pipe.image_embeddings(captions[s:s + 100], prior=kind, generator=g)
+                          for s in range(0, n, 100)])
+        metrics["prior_metrics"] = prior_metrics(pred.cpu(), true.cpu(), z_t.cpu())
+
+    # ----- evaluation-encoder metrics ---------------------------------------------------------------------
+    if eval_encoder is not None and n >= 4:
+        progress("evaluation-encoder metrics")
+        fake_images, captions = _load(out / "test")
+        fake = encode_images(eval_encoder, fake_images)
+        size = eval_encoder.config.image_size
+        real = encode_images(eval_encoder, [render(sample_scene("test", i), size) for i in range(n)])
+        other = encode_images(eval_encoder, [render(sample_scene("test", n + i), size) for i in range(n)])
+        kid, kid_std = kernel_inception_distance(real, fake, subset_size=min(100, n))
+        floor_kid, _ = kernel_inception_distance(real, other, subset_size=min(100, n))
+        precision, recall = precision_recall(real, fake, k=3)
+        text = F.normalize(eval_encoder.encode_text(captions), dim=-1)
+        real_text_score = float(100 * (real * text).sum(-1).clamp(min=0).mean())
+        metrics["eval_encoder"] = {
+            "fd": frechet_distance(real, fake), "fd_real_vs_real": frechet_distance(real, other),
+            "kid": kid, "kid_std": kid_std, "kid_real_vs_real": floor_kid, "precision": precision, "recall": recall,
+            "clip_score": float(100 * (fake * text).sum(-1).clamp(min=0).mean()), "clip_score_real": real_text_score}
+        if diversity_captions:
+            progress("diversity")
+            records = prompts["test"][:diversity_captions]
+            generate(pipe, records, out / "diversity", n_per_prompt=diversity_k, seed=seed + 1, prior=kind,
+                     upsample=upsample)
+            images, _ = _load(out / "diversity")
+            feats = encode_images(eval_encoder, images).reshape(len(records), diversity_k, -1)
+            metrics["eval_encoder"]["diversity"] = mean_pairwise_distance(feats)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "report.md").write_text(report(metrics))
+    return metrics
+
+
+def report(m: dict) -> str:
+    lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {m['n']} test and {m['n_novel']} novel "
+             f"captions, {'upsampled' if m['upsample'] else 'decoder-size'} images, {m['nfe_per_image']} network "
+             f"evaluations and {m['seconds_per_image']:.2f} s per image.", "",
+             "| skill | n | accuracy |", "|---|--:|--:|"]
+    for tag in SKILLS:
+        if tag in m["skills"]:
+            lines.append(f"| {tag} | {m['counts'][tag]} | {m['skills'][tag]:.3f} |")
+    lines.append(f"| **overall** | {m['n']} | **{m['overall']:.3f}** |")
+    if m.get("novel_overall") is not None:
+        lines.append(f"| novel split (held-out pairs) | {m['n_novel']} | {m['novel_overall']:.3f} |")
+    if "prior_metrics" in m:
+        lines += ["", "| prior metric | value |", "|---|--:|"] + [f"| {k} | {v:.3f} |" for k, v in
+                                                                 m["prior_metrics"].items()]
+    if "eval_encoder" in m:
+        lines += ["", "| evaluation-encoder metric | value |", "|---|--:|"] + [f"| {k} | {v:.4f} |" for k, v in
+                                                                              m["eval_encoder"].items()]
+    else:
+        lines += ["", "No evaluation encoder given (--eval-encoder): FD, KID, precision/recall, CLIP score and "
+                  "diversity were not measured."]
+    return "\n".join(lines) + "\n"
