@@ -163,6 +163,34 @@ def test_ema_follows_the_weights():
         EMA(model, decay=1.0)
 
 
+def test_ema_warm_up_forgets_the_initialisation():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    target = model.weight.detach().clone()
+    ema.update(model, step=0)  # decay min(0.999, 1/10): the shadow moves 90% of the way at once
+    assert torch.allclose(ema.shadow.weight, target - 0.1, atol=1e-6)
+    for step in range(1, 1000):
+        ema.update(model, step=step)
+    assert torch.allclose(ema.shadow.weight, target, atol=1e-3)  # without warm-up: 37% of the gap would be left
+
+
+def test_runs_started_before_a_new_config_field_still_resume(tmp_path):
+    """A run directory whose config.json predates a TrainConfig field reads the field as its default."""
+    import json
+
+    from unclip.train.loop import TrainConfig as TC
+
+    cfg = TC(steps=2, batch_size=2, checkpoint_every=1, log_every=1, ema_decay=None)
+    record = cfg.to_dict()
+    del record["ema_warmup"]
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"kind": "toy"}, "train": record}))
+    Trainer(model=torch.nn.Linear(2, 1), loss_fn=lambda m, b, g: {"loss": m(b).pow(2).mean()},
+            dataset=torch.utils.data.TensorDataset(torch.randn(8, 2)), config=cfg, run_dir=tmp_path,
+            model_config={"kind": "toy"}, progress=False)  # no "another train config" error
+
+
 def test_pickles_and_truncated_files_are_refused(tmp_path):
     pickled = tmp_path / "weights.pt"
     torch.save({"w": torch.zeros(2)}, pickled)

@@ -54,7 +54,7 @@ RECIPES: dict[str, DecoderRecipe] = {
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
-        steps=2000, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999,
+        steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
 }
 STAGE_OF = {"tiny": "decoder", "tiny-up-128": "upsampler"}

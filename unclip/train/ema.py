@@ -17,9 +17,11 @@ class EMA:
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, *, step: int | None = None) -> None:
+        """One update; with `step` (0 for the first), the decay warms up as min(decay, (1 + step) / (10 + step))."""
+        decay = self.decay if step is None else min(self.decay, (1 + step) / (10 + step))
         for shadow, live in zip(self.shadow.parameters(), model.parameters()):
-            shadow.lerp_(live.detach(), 1 - self.decay)
+            shadow.lerp_(live.detach(), 1 - decay)
         for shadow, live in zip(self.shadow.buffers(), model.buffers()):
             shadow.copy_(live)
 
