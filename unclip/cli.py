@@ -177,16 +177,6 @@ def _note_sizes(images, paths, size: int) -> None:
                   file=sys.stderr)
 
 
-def _finish(pipe, x, generator_seed: int):
-    """Decoder-size tensors -> final-size PIL images through the upsamplers."""
-    import torch
-
-    from .data.images import to_pil
-
-    ups = pipe.upsample(x, generator=torch.Generator(pipe.device).manual_seed(generator_seed))
-    return [to_pil(im) for im in (ups[-1] if ups else x)]
-
-
 def _generate(args) -> int:
     from .outputs import generate, read_prompts
 
@@ -217,7 +207,7 @@ def _vary(args) -> int:
     out_images, records = [], []
     for path, image in zip(args.images, tqdm(images, desc="varying", unit="img", disable=args.quiet)):
         x = variations(pipe, image, n=args.n, eta=args.eta, seed=args.seed)
-        out_images += _finish(pipe, x, args.seed)
+        out_images += pipe.final_images(x, seed=args.seed)
         records += [{"caption": args.caption or "", "source": str(path), "sample": j, "eta": args.eta}
                     for j in range(args.n)]
     path = write_outputs(args.out, out_images, records, grid_columns=args.n)
@@ -235,7 +225,7 @@ def _interpolate(args) -> int:
     x = interpolate(pipe, images[0], images[1], steps=args.steps, fixed_noise=args.fixed_noise, seed=args.seed)
     records = [{"caption": f"{k / (args.steps - 1):.2f}", "source": [args.a, args.b], "theta": k / (args.steps - 1)}
                for k in range(args.steps)]
-    path = write_outputs(args.out, _finish(pipe, x, args.seed), records, grid_columns=args.steps)
+    path = write_outputs(args.out, pipe.final_images(x, seed=args.seed), records, grid_columns=args.steps)
     print(f"wrote a {args.steps}-step interpolation and {path}")
     return 0
 
@@ -252,7 +242,7 @@ def _textdiff(args) -> int:
     thetas = [args.max_theta * k / (args.steps - 1) for k in range(args.steps)]
     records = [{"caption": f"theta {t:.2f}", "source": args.image, "from": args.from_caption, "to": args.to_caption,
                 "theta": t} for t in thetas]
-    path = write_outputs(args.out, _finish(pipe, x, 0), records, grid_columns=args.steps)
+    path = write_outputs(args.out, pipe.final_images(x), records, grid_columns=args.steps)
     print(f"wrote a {args.steps}-step text diff and {path}")
     return 0
 

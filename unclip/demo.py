@@ -14,10 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from PIL import Image
 
-from .data.images import to_pil
 from .grid import captioned_grid
 from .manipulate import interpolate, text_diff, variations
 from .outputs import write_outputs
@@ -38,11 +35,6 @@ def first_scene(predicate: Callable, split: str = "test"):
     raise LookupError("no scene satisfies the predicate")
 
 
-def _final(pipe: UnCLIP, x: torch.Tensor, seed: int = 0) -> list[Image.Image]:
-    ups = pipe.upsample(x, generator=torch.Generator(pipe.device).manual_seed(seed))
-    return [to_pil(im) for im in (ups[-1] if ups else x)]
-
-
 def make_demo(pipe: UnCLIP, out: str | os.PathLike, *, log: Callable[[str], None] = print) -> Path:
     """Write every section and index.html into `out`; returns the index path."""
     out = Path(out)
@@ -61,7 +53,7 @@ def make_demo(pipe: UnCLIP, out: str | os.PathLike, *, log: Callable[[str], None
     index, scene = first_scene(lambda s: s.form == "pair")
     source = render(scene, size)
     x = variations(pipe, source, n=4, eta=0.8, seed=0)
-    frames = [render(scene, pipe.sizes[-1])] + _final(pipe, x)
+    frames = [render(scene, pipe.sizes[-1])] + pipe.final_images(x)
     labels = [f"input: {scene.caption}"] + [f"variation {k + 1}" for k in range(4)]
     write_outputs(out / "variations", frames, [{"caption": c, "source": f"test/{index}"} for c in labels],
                   grid_columns=5)
@@ -72,7 +64,7 @@ def make_demo(pipe: UnCLIP, out: str | os.PathLike, *, log: Callable[[str], None
     (ia, a), (ib, b) = first_scene(lambda s: s.form == "single"), first_scene(lambda s: s.form == "count")
     x = interpolate(pipe, render(a, size), render(b, size), steps=7)
     thetas = [k / 6 for k in range(7)]
-    write_outputs(out / "interpolation", _final(pipe, x), [{"caption": f"{t:.2f}", "theta": t,
+    write_outputs(out / "interpolation", pipe.final_images(x), [{"caption": f"{t:.2f}", "theta": t,
                                                             "source": [f"test/{ia}", f"test/{ib}"]} for t in thetas],
                   grid_columns=7)
     sections.append(("Interpolation", f"From “{a.caption}” to “{b.caption}”: slerp of z_i and of the inverted "
@@ -83,7 +75,7 @@ def make_demo(pipe: UnCLIP, out: str | os.PathLike, *, log: Callable[[str], None
                           and s.objects[0].shape == "circle")
     x = text_diff(pipe, render(red, size), old="a red circle", new="a blue circle", steps=5)
     thetas = [0.5 * k / 4 for k in range(5)]
-    write_outputs(out / "textdiff", _final(pipe, x), [{"caption": f"theta {t:.2f}", "theta": t,
+    write_outputs(out / "textdiff", pipe.final_images(x), [{"caption": f"theta {t:.2f}", "theta": t,
                                                        "source": f"test/{ir}"} for t in thetas], grid_columns=5)
     sections.append(("Text diff", f"“{red.caption}”, moved along normalise(z_t(a blue circle) − z_t(a red circle))"
                      " (§3.3).", "textdiff/grid.png"))

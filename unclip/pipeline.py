@@ -236,6 +236,12 @@ class UnCLIP:
         return out
 
     @torch.no_grad()
+    def final_images(self, images: torch.Tensor, *, seed: int = 0) -> list[Image.Image]:
+        """Decoder-size images (B, 3, S, S) -> final-size PIL images through every upsampler, seeded."""
+        ups = self.upsample(images, generator=torch.Generator(self.device).manual_seed(seed))
+        return [to_pil(x) for x in (ups[-1] if ups else images)]
+
+    @torch.no_grad()
     def __call__(self, captions: str | Sequence[str], *, num_images: int = 1, seed: int = 0, prior: str | None = None,
                  stages: bool = False, upsample: bool = True) -> list[Image.Image] | dict[str, list[Image.Image]]:
         """Images for each caption (num_images per caption, caption-major), seeded.

@@ -124,6 +124,17 @@ def _check_variance(unet: UNetConfig, diffusion: DiffusionConfig) -> None:
         raise ValueError("the decoder and upsamplers diffuse images: DiffusionConfig.images must be True")
 
 
+def _stage_from_dict(cls, data: dict):
+    """A stage config from JSON: its nested unet and diffusion configs rebuilt first."""
+    _check_keys(cls, data)
+    data = dict(data)
+    if "unet" in data:
+        data["unet"] = UNetConfig.from_dict(data["unet"])
+    if "diffusion" in data:
+        data["diffusion"] = DiffusionConfig.from_dict(data["diffusion"])
+    return cls(**data)
+
+
 @dataclass(frozen=True)
 class DecoderConfig:
     """The image decoder: z_i (and optionally the caption) -> a small image (unCLIP §2.1)."""
@@ -156,13 +167,7 @@ class DecoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DecoderConfig:
-        _check_keys(cls, data)
-        data = dict(data)
-        if "unet" in data:
-            data["unet"] = UNetConfig.from_dict(data["unet"])
-        if "diffusion" in data:
-            data["diffusion"] = DiffusionConfig.from_dict(data["diffusion"])
-        return cls(**data)
+        return _stage_from_dict(cls, data)
 
     def with_(self, **changes) -> DecoderConfig:
         return replace(self, **changes)
@@ -221,13 +226,7 @@ class UpsamplerConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> UpsamplerConfig:
-        _check_keys(cls, data)
-        data = dict(data)
-        if "unet" in data:
-            data["unet"] = UNetConfig.from_dict(data["unet"])
-        if "diffusion" in data:
-            data["diffusion"] = DiffusionConfig.from_dict(data["diffusion"])
-        return cls(**data)
+        return _stage_from_dict(cls, data)
 
     def with_(self, **changes) -> UpsamplerConfig:
         return replace(self, **changes)
