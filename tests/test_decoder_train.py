@@ -39,3 +39,25 @@ def test_decoder_and_upsampler_train_resume_and_save(tmp_path, monkeypatch):
         a, b = load_decoder(whole).state_dict(), load_decoder(split).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert (tmp_path / "tiny-a" / "samples" / "step-00000004.png").is_file()  # the progress grid at the end
+
+
+def test_glide_baseline_trains_on_the_caption_alone(tmp_path, monkeypatch):
+    """tiny-glide: the same decoder with no z_i input at all (issue 9's GLIDE-style row), GLIDE's 20% caption drop."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.load(SHAPES_TOKENIZER)
+    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1, image_size=16))
+    clip.tokenizer = tokenizer
+    save_clip(tmp_path / "clip", clip)
+    recipe = decoder_train.RECIPES["tiny-glide"]
+    assert recipe.model.unet.clip_dim is None and recipe.model.p_drop_text == 0.2
+    assert recipe.train == decoder_train.RECIPES["tiny"].train  # the same budget as the unCLIP decoder
+    model = recipe.model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=None, **UNET))
+    train = dataclasses.replace(recipe.train, steps=2, batch_size=4, warmup_steps=1, hook_every=2)
+    monkeypatch.setitem(decoder_train.RECIPES, "tiny-glide", decoder_train.DecoderRecipe(model=model, train=train,
+                                                                                          sample_steps=2))
+    out = decoder_train.train_decoder(preset_name="tiny-glide", run_dir=tmp_path / "g", clip_dir=tmp_path / "clip",
+                                      progress=False)
+    decoder = load_decoder(out)
+    assert decoder.config.unet.clip_dim is None and decoder.config.unet.text_width == clip.config.text_width
+    assert not any("image_to" in name for name in decoder.state_dict())  # no z_i path to train
+    assert (tmp_path / "g" / "samples" / "step-00000002.png").is_file()

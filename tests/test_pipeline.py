@@ -206,3 +206,22 @@ def test_eval_reports_what_the_world_scorer_says(pipe, tmp_path):
     assert e["fd"] >= 0 and 0 <= e["precision"] <= 1 and e["diversity"] >= 0
     assert set(metrics["prior_metrics"]) >= {"cos_true", "cos_text_gap", "cos_unrelated_text"}
     assert "| **overall** |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_text_only_decoder_takes_no_prior(pipe, tmp_path):
+    """The GLIDE-style baseline (issue 9): a decoder without z_i draws from the caption; every prior kind but none
+    is refused by name, and assemble makes `none` its default."""
+    from unclip.clip import save_clip
+    from unclip.decoder import save_decoder
+
+    glide = _jitter(Decoder(pipe.decoder.config.with_(unet=pipe.decoder.config.unet.with_(clip_dim=None))))
+    text_only = UnCLIP(clip=pipe.clip, decoder=glide, config=FAST.with_(prior_kind="none"))
+    a = text_only(["a red circle", "two blue squares"], seed=1, upsample=False)
+    assert [im.size for im in a] == [(16, 16)] * 2
+    with pytest.raises(ValueError, match="'text-embedding'"):
+        text_only(["a red circle"], prior="text-embedding")
+    save_clip(tmp_path / "c", pipe.clip)
+    save_decoder(tmp_path / "d", glide)
+    assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d"),
+                     "--out", str(tmp_path / "pipe")]) == 0
+    assert UnCLIP.from_pretrained(tmp_path / "pipe").config.prior_kind == "none"

@@ -253,11 +253,16 @@ def _assemble(args) -> int:
     from .pipeline import PipelineConfig, UnCLIP
     from .prior import load_prior
 
-    pipe = UnCLIP(clip=load_clip(args.clip), decoder=load_decoder(args.decoder),
+    decoder = load_decoder(args.decoder)
+    if decoder.config.unet.clip_dim is None and (args.prior or args.ar_prior):
+        raise SystemExit(f"error: {args.decoder} reads the caption alone (a GLIDE-style decoder): it takes no prior")
+    default_kind = ("diffusion" if args.prior else "ar" if args.ar_prior else
+                    "none" if decoder.config.unet.clip_dim is None else "text-embedding")
+    pipe = UnCLIP(clip=load_clip(args.clip), decoder=decoder,
                   prior=load_prior(args.prior) if args.prior else None,
                   ar_prior=load_prior(args.ar_prior) if args.ar_prior else None,
                   upsamplers=[load_decoder(d) for d in args.upsampler],
-                  config=PipelineConfig(prior_kind="diffusion" if args.prior else "text-embedding"))
+                  config=PipelineConfig(prior_kind=default_kind))
     out = pipe.save_pretrained(args.out, half=not args.full_precision)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")
@@ -427,9 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny: the Shapes world on a CPU, ~17 min; tiny-long: 3x the steps; eval: the separate evaluation encoder), "
         "prior (the diffusion prior, unCLIP §2.2) and ar-prior (the autoregressive prior), both learning "
         "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny), decoder (z_i and "
-        "caption -> 32 px image, inverting the CLIP given by --clip; preset tiny) and upsampler (32 -> 128 px; "
-        "preset tiny-up-128, which `tiny` also names), or all (every stage in order, then RUN_DIR/pipeline; "
-        "preset shapes-tiny).")
+        "caption -> 32 px image, inverting the CLIP given by --clip; presets tiny, tiny-long: twice the steps, "
+        "and tiny-glide: the GLIDE-style baseline, the same decoder conditioned on the caption alone) and "
+        "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
+        "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
                        help="which stage")
     train.add_argument("--preset", default="tiny",

@@ -198,6 +198,9 @@ class UnCLIP:
         """z_i (B, E) for captions by the chosen prior kind (None for kind "none")."""
         kind, cfg = prior or self.config.prior_kind, self.config
         self.tokens(captions)  # check the captions before any work
+        if self.decoder.config.unet.clip_dim is None and kind != "none":
+            raise ValueError(f"this pipeline's decoder reads the caption alone (a GLIDE-style baseline), so it takes "
+                             f"no z_i: prior kind {kind!r} does not apply; use none")
         if kind == "diffusion":
             if self.prior is None:
                 raise ValueError("this pipeline has no diffusion prior; choose --prior ar, text-embedding or none")

@@ -31,7 +31,7 @@ from ..train import TrainConfig, Trainer, sample_grid_hook
 from ..train import distributed
 from ..train.distributed import DistContext
 from ..world import ShapesDataset
-from .config import DecoderConfig, UpsamplerConfig
+from .config import DecoderConfig, UNetConfig, UpsamplerConfig
 from .decoder import Decoder
 from .upsampler import Upsampler
 from .weights import save_decoder
@@ -52,12 +52,22 @@ RECIPES: dict[str, DecoderRecipe] = {
     "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=5000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
+    # The same decoder for twice the steps: the shipped shapes-tiny decoder (whose first 3,250 steps ran under "tiny").
+    "tiny-long": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
+        steps=10000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
+        checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
+    # The GLIDE-style baseline (issue 9; Nichol et al. 2021): the same decoder and recipe, conditioned on the
+    # caption alone (no z_i), with GLIDE's 20% caption dropout for classifier-free guidance.
+    "tiny-glide": DecoderRecipe(model=DecoderConfig(unet=UNetConfig(clip_dim=None), diffusion=FAST_DIFFUSION,
+                                                    p_drop_text=0.2), train=TrainConfig(
+        steps=5000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
+        checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
 }
-STAGE_OF = {"tiny": "decoder", "tiny-up-128": "upsampler"}
+STAGE_OF = {"tiny": "decoder", "tiny-long": "decoder", "tiny-glide": "decoder", "tiny-up-128": "upsampler"}
 
 
 @torch.no_grad()
@@ -73,6 +83,9 @@ def clip_conditioning(clip: CLIP, images: torch.Tensor, captions: list[str]):
 def decoder_loss(clip: CLIP):
     def loss_fn(model, batch, generator) -> dict[str, torch.Tensor]:
         z_i, states, mask = clip_conditioning(clip, batch["image"], batch["caption"])
+        core = model.module if hasattr(model, "module") else model
+        if core.config.unet.clip_dim is None:  # a text-only (GLIDE-style) decoder
+            z_i = None
         return {"loss": model.loss(images=batch["image"], image_embedding=z_i, text_states=states, text_mask=mask,
                                    generator=generator)}
 
@@ -89,6 +102,8 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
         data = ShapesDataset("test", size=model.config.image_size, length=n)
         images = torch.stack([data[i][0] for i in range(n)])
         z_i, states, mask = clip_conditioning(clip, images, [data[i][1] for i in range(n)])
+        if model.config.unet.clip_dim is None:  # a text-only (GLIDE-style) decoder draws from the caption alone
+            z_i = None
         out = model.sample(image_embedding=z_i, text_states=states, text_mask=mask, steps=steps, generator=generator)
         return [to_pil(x) for x in torch.cat([images, out])]
 
@@ -109,8 +124,8 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
         if clip_dir is None:
             raise ValueError("the decoder learns to invert a CLIP: pass clip_dir (--clip)")
         clip = load_clip(clip_dir, device=device).requires_grad_(False)
-        cfg = recipe.model.with_(unet=recipe.model.unet.with_(clip_dim=clip.config.embed_dim,
-                                                               text_width=clip.config.text_width))
+        image_dim = None if recipe.model.unet.clip_dim is None else clip.config.embed_dim
+        cfg = recipe.model.with_(unet=recipe.model.unet.with_(clip_dim=image_dim, text_width=clip.config.text_width))
         model, loss_fn = Decoder(cfg), decoder_loss(clip)
         hooks.append(sample_grid_hook(_decoder_grid(clip, recipe.sample_steps, 6), ["real"] * 6 + ["decoded"] * 6,
                                       columns=6))
