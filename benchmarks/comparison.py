@@ -89,13 +89,15 @@ def plot(results: dict, out_dir: Path) -> list[str]:
         print("matplotlib not installed (pip install -e '.[plots]'): no PNG plots", file=sys.stderr)
         return []
     written = []
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for name, curve in results["guidance"].items():
         scales = [p["guidance"] for p in curve]
         axes[0].plot(scales, [p["overall"] for p in curve], "o-", label=name)
-        axes[1].plot(scales, [p["diversity"] for p in curve], "o-", label=name)
-    axes[0].set(xlabel="decoder guidance scale", ylabel="scorer accuracy", title="fidelity")
-    axes[1].set(xlabel="decoder guidance scale", ylabel="mean pairwise feature distance", title="diversity")
+        axes[1].plot(scales, [p["fd"] for p in curve], "o-", label=name)
+        axes[2].plot(scales, [p["diversity"] for p in curve], "o-", label=name)
+    axes[0].set(xlabel="decoder guidance scale", ylabel="scorer accuracy", title="fidelity: the scorer")
+    axes[1].set(xlabel="decoder guidance scale", ylabel="FD (evaluation encoder)", title="fidelity: FD", yscale="log")
+    axes[2].set(xlabel="decoder guidance scale", ylabel="mean pairwise feature distance", title="diversity")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(out_dir / "comparison_guidance.png", dpi=110)
@@ -144,8 +146,8 @@ def results_md(results: dict, plots: list[str]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="models/shapes-tiny", help="unCLIP pipeline directory (both priors)")
-    p.add_argument("--glide", required=True, help="pipeline directory of the GLIDE-style (caption-only) decoder")
-    p.add_argument("--eval-encoder", required=True, help="the evaluation CLIP (unclip train clip --preset eval)")
+    p.add_argument("--glide", help="pipeline directory of the GLIDE-style (caption-only) decoder")
+    p.add_argument("--eval-encoder", help="the evaluation CLIP (unclip train clip --preset eval)")
     p.add_argument("--n", type=int, default=200, help="test captions per table row (novel: n / 2)")
     p.add_argument("--curve-n", type=int, default=100, help="test captions per curve point")
     p.add_argument("--guidance", type=float, nargs="+", default=[1, 2, 3, 5, 8])
@@ -156,7 +158,19 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/comparison", help="where the generated images go")
     p.add_argument("--verdict", default=None, help="a file whose text is the 'what holds' section")
+    p.add_argument("--from-json", action="store_true",
+                   help="measure nothing: rewrite RESULTS.md and the plots from benchmarks/results/comparison.json")
     args = p.parse_args(argv)
+    if args.from_json:
+        results = json.loads((HERE / "results" / "comparison.json").read_text())
+        if args.verdict:
+            results["verdict"] = Path(args.verdict).read_text().strip()
+            (HERE / "results" / "comparison.json").write_text(json.dumps(results, indent=2) + "\n")
+        (HERE / "RESULTS.md").write_text(results_md(results, plot(results, HERE / "results")))
+        print(f"wrote {HERE / 'RESULTS.md'} from {HERE / 'results' / 'comparison.json'}")
+        return 0
+    if not (args.glide and args.eval_encoder):
+        p.error("--glide and --eval-encoder are required (unless --from-json)")
     torch.set_num_threads(args.threads)
     out, encoder = Path(args.out), load_clip(args.eval_encoder).eval()
     common = dict(eval_encoder=encoder, diversity_captions=args.diversity_captions, diversity_k=args.diversity_k)
