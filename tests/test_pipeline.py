@@ -220,6 +220,8 @@ def test_a_text_only_decoder_takes_no_prior(pipe, tmp_path):
     assert [im.size for im in a] == [(16, 16)] * 2
     with pytest.raises(ValueError, match="'text-embedding'"):
         text_only(["a red circle"], prior="text-embedding")
+    with pytest.raises(ValueError, match="takes no prior"):
+        UnCLIP(clip=pipe.clip, decoder=glide, prior=pipe.prior)
     save_clip(tmp_path / "c", pipe.clip)
     save_decoder(tmp_path / "d", glide)
     assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d"),

@@ -254,8 +254,6 @@ def _assemble(args) -> int:
     from .prior import load_prior
 
     decoder = load_decoder(args.decoder)
-    if decoder.config.unet.clip_dim is None and (args.prior or args.ar_prior):
-        raise SystemExit(f"error: {args.decoder} reads the caption alone (a GLIDE-style decoder): it takes no prior")
     default_kind = ("diffusion" if args.prior else "ar" if args.ar_prior else
                     "none" if decoder.config.unet.clip_dim is None else "text-embedding")
     pipe = UnCLIP(clip=load_clip(args.clip), decoder=decoder,

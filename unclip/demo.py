@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-
 from .grid import captioned_grid
 from .manipulate import interpolate, text_diff, variations
 from .outputs import write_outputs

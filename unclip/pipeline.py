@@ -110,6 +110,8 @@ class UnCLIP:
         if unet.clip_dim not in (None, clip.config.embed_dim) or unet.text_width not in (None, clip.config.text_width):
             raise ValueError(f"the decoder expects z_i of {unet.clip_dim} and token states of {unet.text_width}, the "
                              f"CLIP gives {clip.config.embed_dim} and {clip.config.text_width}")
+        if unet.clip_dim is None and (prior is not None or ar_prior is not None):
+            raise ValueError("the decoder reads the caption alone (a GLIDE-style decoder): it takes no prior")
         for p in (prior, ar_prior):
             if p is not None and p.config.embed_dim != clip.config.embed_dim:
                 raise ValueError(f"a prior of embed_dim {p.config.embed_dim} does not fit a CLIP of "

@@ -16,7 +16,7 @@ et al. 2023).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,21 +47,17 @@ class DecoderRecipe:
     sample_steps: int = 25  # for the progress grids
 
 
+_TINY_TRAIN = TrainConfig(steps=5000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
+                          checkpoint_every=250, log_every=25, hook_every=1000, seed=0)
 RECIPES: dict[str, DecoderRecipe] = {
     # 3.4M parameters at 32 px; 41 samples/s with 2 threads on this 2-core CPU (about 65 minutes alone).
-    "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
-        steps=5000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
-        checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
+    "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=_TINY_TRAIN),
     # The same decoder for twice the steps: the shipped shapes-tiny decoder (whose first 3,250 steps ran under "tiny").
-    "tiny-long": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
-        steps=10000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
-        checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
+    "tiny-long": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=replace(_TINY_TRAIN, steps=10000)),
     # The GLIDE-style baseline (issue 9; Nichol et al. 2021): the same decoder and recipe, conditioned on the
     # caption alone (no z_i), with GLIDE's 20% caption dropout for classifier-free guidance.
     "tiny-glide": DecoderRecipe(model=DecoderConfig(unet=UNetConfig(clip_dim=None), diffusion=FAST_DIFFUSION,
-                                                    p_drop_text=0.2), train=TrainConfig(
-        steps=5000, batch_size=32, lr=5e-4, warmup_steps=200, weight_decay=0.0, ema_decay=0.999,
-        checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
+                                                    p_drop_text=0.2), train=_TINY_TRAIN),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
@@ -71,21 +67,24 @@ STAGE_OF = {"tiny": "decoder", "tiny-long": "decoder", "tiny-glide": "decoder", 
 
 
 @torch.no_grad()
-def clip_conditioning(clip: CLIP, images: torch.Tensor, captions: list[str]):
-    """z_i (B, E) of images in [-1, 1] (resized to CLIP's side if needed) and the captions' token states and mask."""
-    size = clip.config.image_size
-    pixels = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="area")
-    z_i = F.normalize(clip.encode_image_pixels(pixels), dim=-1)
+def clip_conditioning(clip: CLIP, images: torch.Tensor, captions: list[str], *, image: bool = True):
+    """z_i (B, E) of images in [-1, 1] (resized to CLIP's side if needed) and the captions' token states and mask.
+
+    image=False skips the image encoder and returns z_i None: a text-only (GLIDE-style) decoder takes no z_i."""
+    z_i = None
+    if image:
+        size = clip.config.image_size
+        pixels = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="area")
+        z_i = F.normalize(clip.encode_image_pixels(pixels), dim=-1)
     states, mask = clip.encode_text_sequence(clip.tokenizer(captions).to(images.device))
     return z_i, states, mask
 
 
 def decoder_loss(clip: CLIP):
     def loss_fn(model, batch, generator) -> dict[str, torch.Tensor]:
-        z_i, states, mask = clip_conditioning(clip, batch["image"], batch["caption"])
         core = model.module if hasattr(model, "module") else model
-        if core.config.unet.clip_dim is None:  # a text-only (GLIDE-style) decoder
-            z_i = None
+        z_i, states, mask = clip_conditioning(clip, batch["image"], batch["caption"],
+                                              image=core.config.unet.clip_dim is not None)
         return {"loss": model.loss(images=batch["image"], image_embedding=z_i, text_states=states, text_mask=mask,
                                    generator=generator)}
 
@@ -101,9 +100,8 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
     def sample(model, captions, generator):
         data = ShapesDataset("test", size=model.config.image_size, length=n)
         images = torch.stack([data[i][0] for i in range(n)])
-        z_i, states, mask = clip_conditioning(clip, images, [data[i][1] for i in range(n)])
-        if model.config.unet.clip_dim is None:  # a text-only (GLIDE-style) decoder draws from the caption alone
-            z_i = None
+        z_i, states, mask = clip_conditioning(clip, images, [data[i][1] for i in range(n)],
+                                              image=model.config.unet.clip_dim is not None)
         out = model.sample(image_embedding=z_i, text_states=states, text_mask=mask, steps=steps, generator=generator)
         return [to_pil(x) for x in torch.cat([images, out])]
 
