@@ -117,3 +117,25 @@ def test_make_dataset_specs(tmp_path):
     for bad, match in [("pictures:x", "unknown data source"), ("folder", "needs a path"), ("shapes:dev", "split")]:
         with pytest.raises(ValueError, match=match):
             make_dataset(bad)
+
+
+def test_shapes_negatives_follow_their_attribute_weights():
+    from unclip.data.sources import ShapesItems
+    from unclip.world import parse_caption
+    from unclip.world.perturb import ATTRIBUTES
+
+    def changed(item, scene):
+        return "relation" if parse_caption(item["negatives"][0]).relation != parse_caption(scene.caption).relation \
+            else "other"
+
+    # Pair scenes can take a relation change; with the relation weight at 100x the rest, the first negative
+    # is nearly always one (about 100 / 104.5 of the time), where equal weights give about 1 in 5.
+    weights = tuple(100.0 if a == "relation" else 1.0 for a in ATTRIBUTES)
+    heavy = ShapesItems("train", size=16, length=400, negatives=1, negative_weights=weights)
+    plain = ShapesItems("train", size=16, length=400, negatives=1)
+    pairs = [i for i in range(400) if sample_scene("train", i).form == "pair"][:40]
+    share = lambda ds: np.mean([changed(ds[i], sample_scene("train", i)) == "relation" for i in pairs])
+    assert share(heavy) > 0.85 and share(plain) < 0.5
+    assert heavy[pairs[0]]["negatives"] == heavy[pairs[0]]["negatives"]  # seeded by the index
+    with pytest.raises(ValueError, match="negative_weights"):
+        ShapesItems("train", size=16, negatives=1, negative_weights=(1.0, 2.0))

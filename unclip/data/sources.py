@@ -27,12 +27,20 @@ class ShapesItems(Dataset):
 
     With `negatives` > 0, each item also carries that many hard-negative captions: the true caption
     with one attribute changed (world/perturb.py), never naming a held-out pair, drawn with a generator
-    seeded by the index so that they are the same on every run (and after a resume).
+    seeded by the index so that they are the same on every run (and after a resume). Attributes are tried
+    in a random order, weighted by `negative_weights` (one weight per world ATTRIBUTE; equal by default):
+    weight goes where the model is weak, since a negative it already rejects teaches it nothing.
     """
 
-    def __init__(self, split: str, *, size: int, length: int = SHAPES_LENGTH, negatives: int = 0):
+    def __init__(self, split: str, *, size: int, length: int = SHAPES_LENGTH, negatives: int = 0,
+                 negative_weights: tuple[float, ...] | None = None):
         self.world = ShapesDataset(split, size=size, length=length)
         self.negatives = negatives
+        weights = np.ones(len(ATTRIBUTES)) if negative_weights is None else np.asarray(negative_weights, float)
+        if weights.shape != (len(ATTRIBUTES),) or (weights <= 0).any():
+            raise ValueError(f"negative_weights must be {len(ATTRIBUTES)} positive numbers, one per attribute "
+                             f"{ATTRIBUTES}; got {negative_weights}")
+        self.weights = None if negative_weights is None else weights / weights.sum()
 
     def __len__(self) -> int:
         return len(self.world)
@@ -42,7 +50,10 @@ class ShapesItems(Dataset):
         item = {"image": image, "caption": caption}
         if self.negatives:
             rng = np.random.default_rng([0x4E6, self.world.start + i])
-            order = rng.permutation(len(ATTRIBUTES))
+            if self.weights is None:
+                order = rng.permutation(len(ATTRIBUTES))
+            else:  # successive weighted draws without replacement
+                order = rng.choice(len(ATTRIBUTES), size=len(ATTRIBUTES), replace=False, p=self.weights)
             found = []
             for k in order:
                 wrong = perturb(scene, ATTRIBUTES[k], rng, avoid_held_out=True)
