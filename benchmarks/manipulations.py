@@ -1,0 +1,124 @@
+"""Do the paper's manipulations do what they say? (issue 8: variations keep the scene, text diffs edit it)
+
+- Variations (unCLIP §3.1): for N real test images, K variations each (DDIM inversion to x_T, decoded with
+  eta > 0). Reported: how often the scorer calls a variation correct against its source's caption, over
+  all sources and over the sources whose eta = 0 reconstruction the scorer calls correct (a "correct
+  image" of the decoder's own: there the latent holds the scene, and the question is whether eta keeps
+  it); and how far variations differ from each other (RMS pixel distance, 0..1 scale, mean over pairs).
+- Text diff (§3.3): real single red objects, old caption "a red SHAPE", new "a blue SHAPE", 5 frames,
+  theta 0 .. max_theta. Reported: how often the last frame's object is parsed as blue (the colour flip),
+  how often it is scored correct for "a blue SHAPE", and how often frame 0 still shows a red object.
+Images are scored at the decoder's size (the upsampler does not change what the scorer reads and costs
+seconds per image). Prints a table and writes benchmarks/results/manipulations.json.
+
+    .venv/bin/python benchmarks/manipulations.py --model models/shapes-tiny --n 50 --k 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from unclip.data.images import to_pil
+from unclip.manipulate import encode_images, text_diff
+from unclip.pipeline import UnCLIP
+from unclip.world import render, sample_scene, score_image
+from unclip.world.parse import parse_image
+
+
+def pairwise_rms(images: torch.Tensor) -> float:
+    """Mean RMS distance between distinct pairs of (K, 3, S, S) images in [-1, 1], on a 0..1 pixel scale."""
+    pairs = list(itertools.combinations(range(len(images)), 2))
+    return sum(float(((images[a] - images[b]) / 2).pow(2).mean().sqrt()) for a, b in pairs) / len(pairs)
+
+
+def single_red_scenes(n: int) -> list:
+    out, i = [], 0
+    while len(out) < n:
+        scene = sample_scene("test", i)
+        if scene.form == "single" and scene.objects[0].colour == "red":
+            out.append(scene)
+        i += 1
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models/shapes-tiny")
+    parser.add_argument("--n", type=int, default=50, help="source images for variations")
+    parser.add_argument("--k", type=int, default=4, help="variations per source image")
+    parser.add_argument("--eta", type=float, default=0.8)
+    parser.add_argument("--n-diff", type=int, default=30, help="red single-object images for the text diff")
+    parser.add_argument("--max-theta", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "manipulations.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = UnCLIP.from_pretrained(args.model)
+    size = pipe.decoder.config.image_size
+    started = time.time()
+
+    kept, kept_of_good, n_good, spreads, recon_right = 0, 0, 0, [], 0
+    for i in tqdm(range(args.n), desc="variations"):
+        scene = sample_scene("test", i)
+        source = render(scene, size)
+        # One inversion (what manipulate.variations does), decoded at eta = 0 (the reconstruction) and
+        # K times at the benchmark's eta.
+        z_i, x_T = encode_images(pipe, [source])
+        recon = pipe.decode(z_i, x_T=x_T.clone(), eta=0.0)
+        good = score_image(to_pil(recon[0]), scene.caption).correct
+        generator = torch.Generator(pipe.device).manual_seed(i)
+        images = pipe.decode(z_i.expand(args.k, -1), x_T=x_T.expand(args.k, -1, -1, -1).clone(), eta=args.eta,
+                             generator=generator)
+        right = sum(score_image(to_pil(im), scene.caption).correct for im in images)
+        kept += right
+        recon_right += good
+        if good:
+            n_good += 1
+            kept_of_good += right
+        spreads.append(pairwise_rms(images))
+    var = {"sources": args.n, "k": args.k, "eta": args.eta,
+           "kept_all": kept / (args.n * args.k), "reconstruction_correct": recon_right / args.n,
+           "sources_reconstructed_correctly": n_good,
+           "kept_of_correct": kept_of_good / (n_good * args.k) if n_good else None,
+           "pairwise_rms": sum(spreads) / len(spreads)}
+
+    flipped, scored, starts_red = 0, 0, 0
+    for scene in tqdm(single_red_scenes(args.n_diff), desc="text diff"):
+        shape = scene.objects[0].shape
+        strip = text_diff(pipe, render(scene, size), old=f"a red {shape}", new=f"a blue {shape}", steps=5,
+                          max_theta=args.max_theta)
+        first, last = parse_image(to_pil(strip[0])), parse_image(to_pil(strip[-1]))
+        starts_red += len(first.objects) == 1 and first.objects[0].colour == "red"
+        flipped += len(last.objects) == 1 and last.objects[0].colour == "blue"
+        scored += score_image(to_pil(strip[-1]), f"a blue {shape}").correct
+    diff = {"images": args.n_diff, "max_theta": args.max_theta, "colour_flipped": flipped / args.n_diff,
+            "scored_correct": scored / args.n_diff, "first_frame_red": starts_red / args.n_diff}
+
+    print(f"model {args.model}: decoder {size} px, {pipe.config.decoder.steps} DDIM steps, "
+          f"guidance {pipe.config.decoder.guidance_scale}")
+    print(f"variations (eta {args.eta}), {args.n} real test images x {args.k}:")
+    print(f"  eta=0 reconstruction scored correct      {var['reconstruction_correct']:.3f}")
+    print(f"  variations scored correct, all sources   {var['kept_all']:.3f}")
+    kept_good = "n/a" if var["kept_of_correct"] is None else f"{var['kept_of_correct']:.3f}"
+    print(f"  ... of correctly reconstructed sources   {kept_good} ({n_good} sources; goal >= 0.80)")
+    print(f"  mean pairwise RMS between variations     {var['pairwise_rms']:.3f}")
+    print(f"text diff 'a red SHAPE' -> 'a blue SHAPE', {args.n_diff} images, theta 0..{args.max_theta}:")
+    print(f"  frame 0 parsed red {diff['first_frame_red']:.3f}; last frame parsed blue {diff['colour_flipped']:.3f}; "
+          f"scored correct as 'a blue SHAPE' {diff['scored_correct']:.3f}")
+    report = {"benchmark": "manipulations", "model": args.model, "decoder_size": size, "variations": var,
+              "text_diff": diff, "seconds": round(time.time() - started, 1)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
