@@ -45,10 +45,10 @@ class CLIPRecipe:
 TINY_NEGATIVE_WEIGHTS = (0.5, 3.0, 1.0, 2.0, 4.0, 3.0, 0.25)
 
 RECIPES: dict[str, CLIPRecipe] = {
-    # Sized for the budget: about 20 minutes on a 2-core CPU.
+    # Sized for the budget: 15 minutes on a 2-core CPU (limit 20).
     # Negatives weighted towards what a short run reads worst (shape, relation, position; colour and background
-    # are read perfectly within a few hundred steps), temperature started at 30: measured 8-way 0.517, recall@1
-    # 0.811, against 0.463 and 0.782 for equal weights from 1 / 0.07 (README, CLIP section).
+    # are read perfectly within a few hundred steps), temperature started at 30: measured 8-way 0.511, recall@1
+    # 0.816, against 0.463 and 0.782 for equal weights from 1 / 0.07 (README, CLIP section).
     "tiny": CLIPRecipe(model=preset("tiny"), negatives=2, negative_weights=TINY_NEGATIVE_WEIGHTS,
                        initial_logit_scale=30.0, train=TrainConfig(
         steps=1000, batch_size=128, lr=1e-3, warmup_steps=100, weight_decay=0.1, betas=(0.9, 0.98),
