@@ -129,7 +129,8 @@ def test_shapes_negatives_follow_their_attribute_weights():
             else "other"
 
     # Pair scenes can take a relation change; with the relation weight at 100x the rest, the first negative
-    # is nearly always one (about 100 / 104.5 of the time), where equal weights give about 1 in 5.
+    # is nearly always one (100 / 104 of the time: count and position do not apply and are skipped), where
+    # equal weights give about 1 in 5.
     weights = tuple(100.0 if a == "relation" else 1.0 for a in ATTRIBUTES)
     heavy = ShapesItems("train", size=16, length=400, negatives=1, negative_weights=weights)
     plain = ShapesItems("train", size=16, length=400, negatives=1)

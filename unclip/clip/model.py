@@ -20,6 +20,9 @@ from ..nn.transformer import Transformer
 from .config import CLIPConfig
 
 
+INITIAL_LOGIT_SCALE = 1 / 0.07  # CLIP §2.5: the learned temperature starts at 0.07
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
@@ -52,7 +55,7 @@ class CLIP(nn.Module):
         self.transformer = Transformer(cfg.text_width, cfg.text_layers, cfg.text_heads, activation=cfg.activation)
         self.ln_final = nn.LayerNorm(cfg.text_width)
         self.text_projection = nn.Parameter(cfg.text_width ** -0.5 * torch.randn(cfg.text_width, cfg.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP §2.5: learned temperature
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(INITIAL_LOGIT_SCALE)))  # CLIP §2.5
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)

@@ -23,7 +23,7 @@ from ..train import TrainConfig, Trainer
 from ..train import distributed
 from ..train.distributed import DistContext
 from .config import CLIPConfig, preset
-from .model import CLIP, contrastive_loss
+from .model import CLIP, INITIAL_LOGIT_SCALE, contrastive_loss
 from .weights import save_clip
 
 
@@ -36,9 +36,9 @@ class CLIPRecipe:
     # a negative changes, relative; None: equally often
     negative_weights: tuple[float, ...] | None = None
     # the contrastive temperature's starting value exp(t) (CLIP §2.5 starts at 1 / 0.07). Adam moves log-scale
-    # by about lr a step, so a short run ends close to where it started: 1,000 steps at lr 1e-3 took
-    # 14.3 to 23.2, still rising. Short recipes start it where long runs end.
-    initial_logit_scale: float = 1 / 0.07
+    # by at most about lr a step, so a short run ends close to where it started: 1,000 steps at lr 1e-3 took
+    # 14.3 to 23.2, still rising; a short recipe starts it higher.
+    initial_logit_scale: float = INITIAL_LOGIT_SCALE
 
 
 # relative weights of colour, shape, size, count, relation, position, background (world ATTRIBUTES order)
@@ -133,7 +133,7 @@ def train_clip(*, preset_name: str, run_dir: str | os.PathLike, max_steps: int |
                       run_dir=run_dir, model_config=config.to_dict() | {"data": data, "negatives": recipe.negatives}
                       | ({"negative_weights": list(recipe.negative_weights)} if recipe.negative_weights else {})
                       | ({"initial_logit_scale": recipe.initial_logit_scale}
-                         if recipe.initial_logit_scale != 1 / 0.07 else {}),
+                         if recipe.initial_logit_scale != INITIAL_LOGIT_SCALE else {}),
                       collate_fn=collate_image_caption, device=device, progress=progress, dist_ctx=ctx)
     trainer.fit(max_steps)
     model.tokenizer = tokenizer
