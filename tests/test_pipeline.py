@@ -227,3 +227,21 @@ def test_a_text_only_decoder_takes_no_prior(pipe, tmp_path):
     assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d"),
                      "--out", str(tmp_path / "pipe")]) == 0
     assert UnCLIP.from_pretrained(tmp_path / "pipe").config.prior_kind == "none"
+
+
+def test_sampling_flags_override_the_saved_config(pipe, tmp_path):
+    from unclip.pipeline import SAMPLERS
+    assert cli.SAMPLER_CHOICES == SAMPLERS
+    pipe.save_pretrained(tmp_path / "model")
+    parser = cli.build_parser()
+    args = parser.parse_args(["generate", "a red circle", "--out", str(tmp_path / "g"), "--model",
+                              str(tmp_path / "model"), "--prior-sampler", "dpm++", "--prior-steps", "5",
+                              "--best-of", "1", "--decoder-sampler", "dpm++", "--decoder-steps", "7"])
+    cfg = cli._pipeline(args).config
+    assert (cfg.prior.sampler, cfg.prior.steps, cfg.best_of) == ("dpm++", 5, 1)
+    assert (cfg.decoder.sampler, cfg.decoder.steps, cfg.decoder.guidance_scale) == ("dpm++", 7, 2.0)
+    assert cfg.upsampler == FAST.upsampler
+    with pytest.raises(SystemExit):
+        parser.parse_args(["generate", "a red circle", "--out", "x", "--decoder-sampler", "euler"])
+    with pytest.raises(ValueError, match="best_of must be a positive integer, got 0"):
+        FAST.with_(best_of=0)

@@ -16,6 +16,8 @@ from .world import SPLITS, read_manifest, render, sample_scene, score_entries, s
 from .world.captions import SKILLS
 from .world.vocab import check_image_size, check_split
 
+SAMPLER_CHOICES = ("ddim", "ddpm", "dpm++")  # pipeline.SAMPLERS, named here so that --help needs no torch
+
 
 def _world_sample(args) -> int:
     check_split(args.split)
@@ -162,8 +164,14 @@ def _pipeline(args):
         changes["prior_kind"] = args.prior
     if getattr(args, "prior_steps", None):
         changes["prior"] = replace(cfg.prior, steps=args.prior_steps)
+    if getattr(args, "prior_sampler", None):
+        changes["prior"] = replace(changes.get("prior", cfg.prior), sampler=args.prior_sampler)
+    if getattr(args, "best_of", None):
+        changes["best_of"] = args.best_of
     if args.decoder_steps:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), steps=args.decoder_steps)
+    if args.decoder_sampler:
+        changes["decoder"] = replace(changes.get("decoder", cfg.decoder), sampler=args.decoder_sampler)
     if args.guidance is not None:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_scale=args.guidance)
     pipe.config = cfg.with_(**changes)
@@ -287,7 +295,13 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
         parser.add_argument("--prior", choices=["diffusion", "ar", "text-embedding", "none"], default=None,
                             help="caption -> z_i route (default: the pipeline's, diffusion)")
         parser.add_argument("--prior-steps", type=int, default=None, help="diffusion prior sampling steps")
-    parser.add_argument("--decoder-steps", type=int, default=None, help="decoder DDIM steps (default: pipeline's)")
+        parser.add_argument("--prior-sampler", choices=SAMPLER_CHOICES, default=None,
+                            help="diffusion prior sampler (default: the pipeline's)")
+        parser.add_argument("--best-of", type=int, default=None, help="diffusion prior samples per caption, the "
+                            "one with the highest z_i . z_t kept (unCLIP §2.2: 2; default: the pipeline's)")
+    parser.add_argument("--decoder-steps", type=int, default=None, help="decoder sampling steps (default: pipeline's)")
+    parser.add_argument("--decoder-sampler", choices=SAMPLER_CHOICES, default=None,
+                        help="decoder sampler: ddim, ddpm or dpm++ (DPM-Solver++(2M); default: the pipeline's)")
     parser.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: pipeline's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")

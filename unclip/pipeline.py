@@ -68,6 +68,8 @@ class PipelineConfig:
     def __post_init__(self):
         if self.prior_kind not in PRIOR_KINDS:
             raise ValueError(f"unknown prior kind {self.prior_kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
+        if isinstance(self.best_of, bool) or not isinstance(self.best_of, int) or self.best_of < 1:
+            raise ValueError(f"best_of must be a positive integer, got {self.best_of!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
