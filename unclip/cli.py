@@ -170,7 +170,7 @@ def _pipeline(args):
         changes["best_of"] = args.best_of
     if args.decoder_steps:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), steps=args.decoder_steps)
-    if args.decoder_sampler:
+    if getattr(args, "decoder_sampler", None):
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), sampler=args.decoder_sampler)
     if args.guidance is not None:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_scale=args.guidance)
@@ -299,9 +299,10 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
                             help="diffusion prior sampler (default: the pipeline's)")
         parser.add_argument("--best-of", type=int, default=None, help="diffusion prior samples per caption, the "
                             "one with the highest z_i . z_t kept (unCLIP §2.2: 2; default: the pipeline's)")
-    parser.add_argument("--decoder-steps", type=int, default=None, help="decoder sampling steps (default: pipeline's)")
-    parser.add_argument("--decoder-sampler", choices=SAMPLER_CHOICES, default=None,
-                        help="decoder sampler: ddim, ddpm or dpm++ (DPM-Solver++(2M); default: the pipeline's)")
+        parser.add_argument("--decoder-sampler", choices=SAMPLER_CHOICES, default=None,
+                            help="decoder sampler: ddim, ddpm or dpm++ (DPM-Solver++(2M); default: the pipeline's)")
+    parser.add_argument("--decoder-steps", type=int, default=None, help="decoder sampling steps (default: pipeline's; "
+                        "the manipulations always run DDIM, which their inversion needs)")
     parser.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: pipeline's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
