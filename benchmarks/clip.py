@@ -7,6 +7,10 @@
 - Text -> image recall@1 among 100 test images (averaged over blocks of 100).
 - Zero-shot "which shape" / "which colour" on single-object test scenes: class prompts averaged over
   the other attribute ("a red {shape}", "a blue {shape}", ...), normalised, as open_clip does.
+- Diagnostics of where layout is lost: R^2 of a linear probe (least squares) from z_i to the object's
+  centre (x, y) on single-object scenes, fitted on train scenes, measured on the test ones (does the
+  image embedding know where the object is?); and the cosine between z_t of captions that differ only in
+  "left" / "right" (does the text embedding?).
 Prints a table and writes benchmarks/results/clip.json.
 
     .venv/bin/python benchmarks/clip.py --model runs/clip-tiny/model
@@ -47,6 +51,20 @@ def eight_captions(scene, rng) -> list[tuple[str, str]]:
             out.append((attribute, wrong))
             seen.add(wrong)
     return out
+
+
+def position_probe(model, size: int, *, test_images: torch.Tensor, test_truth, n_fit: int = 1500) -> list[float]:
+    """R^2 of x and y of a least-squares probe from unit z_i (plus a bias) to the object's centre: fitted on
+    the first `n_fit` single-object train scenes, measured on the test ones given."""
+    fit = [i for i in range(8 * n_fit) if sample_scene("train", i).form == "single"][:n_fit]
+    data = ShapesDataset("train", size=size, length=fit[-1] + 1)
+    features = lambda images: F.pad(F.normalize(model.encode_image_pixels(images), dim=-1), (0, 1), value=1.0)  # noqa: E731
+    centre = lambda objects: torch.tensor([[o.cx, o.cy] for o in objects])  # noqa: E731
+    weights = torch.linalg.lstsq(features(torch.stack([data[i][0] for i in fit])),
+                                 centre([sample_scene("train", i).objects[0] for i in fit])).solution  # (E+1, 2)
+    target = centre(test_truth)
+    residual = ((features(test_images) @ weights - target) ** 2).sum(0)
+    return (1 - residual / ((target - target.mean(0)) ** 2).sum(0)).tolist()
 
 
 @torch.no_grad()
@@ -96,6 +114,14 @@ def main() -> None:
     colour_acc = float((classify(model, single_images, colour_w) == torch.tensor(
         [list(COLOURS).index(o.colour) for o in truth])).float().mean())
 
+    position_r2 = position_probe(model, size, test_images=single_images, test_truth=truth)
+    mean_cos = lambda a, b: float((model.encode_text(a) * model.encode_text(b)).sum(-1).mean())  # noqa: E731
+    pairs = [(f"{article(c)} {c} {s}", f"a blue {'square' if s != 'square' else 'circle'}") for c in list(COLOURS)[:4]
+             for s in SHAPES[:3]]
+    side_cos = {"position": mean_cos([f"{a} on the left" for a, _ in pairs], [f"{a} on the right" for a, _ in pairs]),
+                "relation": mean_cos([f"{a} to the left of {b}" for a, b in pairs],
+                                     [f"{a} to the right of {b}" for a, b in pairs])}
+
     print(f"model {args.model}: {size} px, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     print(f"8-way true caption vs one-attribute changes, {args.n} test images: {eight_way:.3f} (target >= 0.90)")
     print(f"{'changed attribute':<20}{'n':>6}{'true wins':>11}")
@@ -105,10 +131,14 @@ def main() -> None:
     print(f"text -> image recall@1 among 100: {recall:.3f} (target >= 0.80)")
     print(f"zero-shot shape on {len(singles)} single-object scenes: {shape_acc:.3f}; colour: {colour_acc:.3f} "
           f"(target >= 0.98)")
+    print(f"z_i -> object centre, linear probe R^2 on test single objects: x {position_r2[0]:.3f}, "
+          f"y {position_r2[1]:.3f}; cos(z_t) of captions differing in left/right: position "
+          f"{side_cos['position']:.4f}, relation {side_cos['relation']:.4f}")
     report = {"benchmark": "clip", "model": args.model, "n": args.n, "eight_way": eight_way,
               "pairwise_by_attribute": {a: pair_right[a] / pair_n[a] for a in ATTRIBUTES if pair_n[a]},
               "pairs_by_attribute": pair_n, "recall_at_1_among_100": recall, "zeroshot_shape": shape_acc,
-              "zeroshot_colour": colour_acc, "seconds": round(time.time() - started, 1)}
+              "zeroshot_colour": colour_acc, "position_probe_r2": {"x": position_r2[0], "y": position_r2[1]},
+              "left_right_text_cos": side_cos, "seconds": round(time.time() - started, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
