@@ -167,3 +167,23 @@ def test_real_presets_have_openai_shapes():
         for key, shape in shapes.items():
             assert tuple(sd[key].shape) == shape, (name, key)
         assert config_from_openai(sd) == preset(name)  # and the shapes read back as the same preset
+
+
+def test_sincos_position_table_encodes_row_and_column():
+    from unclip.clip.model import sincos_2d
+    grid, width = 3, 8
+    table = sincos_2d(grid=grid, width=width)  # (9, 8): [sin row, cos row, sin col, cos col] at 2 frequencies
+    omega = torch.tensor([1.0, 1 / 100])
+    for index in range(grid * grid):
+        row, col = divmod(index, grid)
+        expected = torch.cat([torch.sin(row * omega), torch.cos(row * omega), torch.sin(col * omega),
+                              torch.cos(col * omega)])
+        torch.testing.assert_close(table[index], expected)
+    assert len({tuple(r.tolist()) for r in table}) == grid * grid  # every patch has its own code
+    model = CLIP(TINY.with_(vision_position_init="sincos"))
+    torch.testing.assert_close(model.visual.positional_embedding[1:], sincos_2d(grid=4, width=32))
+    assert model.visual.positional_embedding[0].abs().sum() == 0 and model.visual.positional_embedding.requires_grad
+    with pytest.raises(ValueError, match="'learned'"):
+        TINY.with_(vision_position_init="learned")
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d(grid=2, width=6)

@@ -17,6 +17,10 @@ class CLIPConfig:
     vision_width: int = 128
     vision_layers: int = 4
     vision_heads: int = 4
+    # how the image tower's learned positional embedding starts: "random" (CLIP) or "sincos", the fixed 2-D
+    # sine-cosine table of MAE (He et al. 2022, after Vaswani et al. 2017), so that where a patch lies is legible
+    # from the first step; it is trained either way, and loading weights replaces it.
+    vision_position_init: str = "random"
     # text tower: a causal transformer read out at the end-of-text token (CLIP §2.4)
     context_length: int = 24  # Shapes captions are at most 21 BPE tokens, + SOT and EOT
     vocab_size: int = 768  # a BPE trained on Shapes captions (byte symbols + merges + 2 specials)
@@ -31,6 +35,8 @@ class CLIPConfig:
     def __post_init__(self):
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.vision_position_init not in ("random", "sincos"):
+            raise ValueError(f"vision_position_init must be 'random' or 'sincos', got {self.vision_position_init!r}")
         if self.activation not in ("gelu", "quick_gelu"):
             raise ValueError(f"activation must be 'gelu' or 'quick_gelu', got {self.activation!r}")
         for name in ("vision_width", "text_width"):

@@ -23,6 +23,22 @@ from .config import CLIPConfig
 INITIAL_LOGIT_SCALE = 1 / 0.07  # CLIP §2.5: the learned temperature starts at 0.07
 
 
+def sincos_2d(*, grid: int, width: int) -> torch.Tensor:
+    """(grid * grid, width) fixed 2-D position table, rows in the patches' raster order: the first half of the
+    channels encode the row, the second half the column, each as sin and cos at width / 4 frequencies
+    1 / 10000^(k / (width / 4)) (Vaswani et al. 2017 §3.5, in 2-D as MAE does)."""
+    if width % 4:
+        raise ValueError(f"a 2-D sine-cosine table needs a width divisible by 4, got {width}")
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (W/4,)
+    pos = torch.arange(grid, dtype=torch.float64)
+    angles = pos[:, None] * omega[None]  # (g, W/4)
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (g, W/2)
+    rows = axis[:, None, :].expand(grid, grid, -1)  # (g, g, W/2): depends on the row only
+    cols = axis[None, :, :].expand(grid, grid, -1)  # (g, g, W/2): depends on the column only
+    return torch.cat([rows, cols], dim=-1).reshape(grid * grid, width).float()
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
@@ -31,6 +47,10 @@ class VisionTransformer(nn.Module):
         self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        if cfg.vision_position_init == "sincos":
+            with torch.no_grad():
+                self.positional_embedding[0].zero_()  # the class token has no place on the grid
+                self.positional_embedding[1:] = sincos_2d(grid=grid, width=width)
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = Transformer(width, cfg.vision_layers, cfg.vision_heads, activation=cfg.activation)
         self.ln_post = nn.LayerNorm(width)
