@@ -241,7 +241,8 @@ def test_sampling_flags_override_the_saved_config(pipe, tmp_path):
     assert (cfg.prior.sampler, cfg.prior.steps, cfg.best_of) == ("dpm++", 5, 1)
     assert (cfg.decoder.sampler, cfg.decoder.steps, cfg.decoder.guidance_scale) == ("dpm++", 7, 2.0)
     assert cfg.upsampler == FAST.upsampler
-    with pytest.raises(SystemExit):
-        parser.parse_args(["generate", "a red circle", "--out", "x", "--decoder-sampler", "euler"])
+    for bad in (["--decoder-sampler", "euler"], ["--best-of", "0"], ["--decoder-steps", "-3"], ["--prior-steps", "x"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["generate", "a red circle", "--out", "x", *bad])
     with pytest.raises(ValueError, match="best_of must be a positive integer, got 0"):
         FAST.with_(best_of=0)

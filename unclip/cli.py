@@ -288,21 +288,34 @@ def _eval(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, refused with the bad value named (0 would otherwise mean 'the default')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _add_sampling_args(parser, *, prior: bool) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="pipeline directory (default: the shipped "
                         "models/shapes-tiny)")
     if prior:
         parser.add_argument("--prior", choices=["diffusion", "ar", "text-embedding", "none"], default=None,
                             help="caption -> z_i route (default: the pipeline's, diffusion)")
-        parser.add_argument("--prior-steps", type=int, default=None, help="diffusion prior sampling steps")
+        parser.add_argument("--prior-steps", type=_positive_int, default=None, help="diffusion prior sampling steps")
         parser.add_argument("--prior-sampler", choices=SAMPLER_CHOICES, default=None,
                             help="diffusion prior sampler (default: the pipeline's)")
-        parser.add_argument("--best-of", type=int, default=None, help="diffusion prior samples per caption, the "
-                            "one with the highest z_i . z_t kept (unCLIP §2.2: 2; default: the pipeline's)")
+        parser.add_argument("--best-of", type=_positive_int, default=None,
+                            help="diffusion prior samples per caption, the one with the highest z_i . z_t kept "
+                            "(unCLIP §2.2: 2; default: the pipeline's)")
         parser.add_argument("--decoder-sampler", choices=SAMPLER_CHOICES, default=None,
                             help="decoder sampler: ddim, ddpm or dpm++ (DPM-Solver++(2M); default: the pipeline's)")
-    parser.add_argument("--decoder-steps", type=int, default=None, help="decoder sampling steps (default: pipeline's; "
-                        "the manipulations always run DDIM, which their inversion needs)")
+    parser.add_argument("--decoder-steps", type=_positive_int, default=None,
+                        help="decoder sampling steps (default: pipeline's; the manipulations always run DDIM, which "
+                        "their inversion needs)")
     parser.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: pipeline's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
