@@ -19,7 +19,6 @@ Prints a table and writes benchmarks/results/clip.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from unclip.clip import classifier_weights, classify, load_clip, recall_at_k
 from unclip.world import ATTRIBUTES, ShapesDataset, perturb, sample_scene
 from unclip.world.vocab import COLOURS, SHAPES
+from report import write_report
 
 FILLERS = ("colour", "shape", "size", "background")
 
@@ -139,8 +139,7 @@ def main() -> None:
               "pairs_by_attribute": pair_n, "recall_at_1_among_100": recall, "zeroshot_shape": shape_acc,
               "zeroshot_colour": colour_acc, "position_probe_r2": {"x": position_r2[0], "y": position_r2[1]},
               "left_right_text_cos": side_cos, "seconds": round(time.time() - started, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -17,7 +17,6 @@ Prints tables and writes benchmarks/results/decoder.json.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import time
@@ -31,6 +30,7 @@ from unclip.decoder import downsample_bicubic, load_decoder, upsample_bicubic
 from unclip.decoder.train import RECIPES, clip_conditioning
 from unclip.world import ShapesDataset, score_image
 from unclip.world.captions import SKILLS
+from report import write_report
 
 
 def batches(n: int, size: int):
@@ -178,8 +178,7 @@ def main() -> None:
           f"this process {peak_mb:.0f} MB)")
     for name, s in speed.items():
         print(f"{name:<11}{s['train_samples_per_s']:>16.1f}{s['sample_seconds_per_image']:>17.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -47,6 +47,7 @@ import torch
 
 from unclip.decoder import Decoder, DecoderConfig
 from unclip.decoder.train import RECIPES
+from report import write_report
 
 STUBS = Path(__file__).parent / "peer_stubs"
 # The versions this benchmark was run with (the peer's own requirements are loose; newer ones may behave differently).
@@ -313,8 +314,7 @@ def main() -> None:
         "goal_train_ratio": 1.5,
         "goal_met": ratio >= 1.5,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 

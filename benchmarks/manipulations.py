@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from unclip.manipulate import encode_images, text_diff
 from unclip.pipeline import UnCLIP
 from unclip.world import render, sample_scene, score_image
 from unclip.world.parse import parse_image
+from report import write_report
 
 
 def pairwise_rms(images: torch.Tensor) -> float:
@@ -115,8 +115,7 @@ def main() -> None:
           f"scored correct as 'a blue SHAPE' {diff['scored_correct']:.3f}")
     report = {"benchmark": "manipulations", "model": args.model, "decoder_size": size, "variations": var,
               "text_diff": diff, "seconds": round(time.time() - started, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 

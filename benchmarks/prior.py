@@ -17,7 +17,6 @@ Prints tables and writes benchmarks/results/prior.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from unclip.clip import load_clip
 from unclip.eval.prior_metrics import prior_metrics as metrics
 from unclip.prior import image_embeddings, load_prior
 from unclip.world import ShapesDataset
+from report import write_report
 
 
 def batched(fn, n: int, batch: int = 250) -> torch.Tensor:
@@ -100,8 +100,7 @@ def main() -> None:
         p = report["pca"]
         print(f"\nAR prior codebook: {p['components']} of {p['embed_dim']} PCA components; cos(reconstruction, z_i) "
               f"{p['cos_pca_reconstruction']:.4f} after PCA, {p['cos_quantised_reconstruction']:.4f} after quantising")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 

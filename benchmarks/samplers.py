@@ -21,7 +21,6 @@ converged values sit at that set's own seed-noise level; near convergence, compa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ from unclip.diffusion import DiffusionConfig, GaussianDiffusion
 from unclip.diffusion.mixture import ring_mixture, two_wide_gaussians
 from unclip.eval.distances import mode_weights
 from unclip.samplers import ddim_invert, ddim_sample, ddpm_sample, dpm_solver_pp_sample
+from report import write_report
 
 NFES = (5, 10, 20, 50, 100, 250, 1000)
 SAMPLERS = {"ddpm": ddpm_sample, "ddim": ddim_sample, "dpm++2m": dpm_solver_pp_sample}
@@ -98,8 +98,7 @@ def main() -> None:
             report["inversion"].append({"data": data_name, "fixed_point_iters": iters, "max": float(err.max()),
                                         "mean": float(err.mean())})
             print(f"{data_name:<28}{iters:>18}{float(err.max()):>12.2e}{float(err.mean()):>12.2e}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"\nwrote {args.out}")
 
 

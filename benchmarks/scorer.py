@@ -12,7 +12,6 @@ must be called incorrect. Prints a table and writes benchmarks/results/scorer.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from unclip.world import ATTRIBUTES, perturb, render_array, sample_scene, score_image  # noqa: E402
 from unclip.world.corrupt import gaussian_blur, gaussian_noise  # noqa: E402
+from report import write_report
 
 # (name, split, size, corruption, target: the share the scorer must call correct)
 ACCEPT_ROWS = [
@@ -119,8 +119,7 @@ def main() -> None:
               f"{ {True: 'yes', False: 'NO', None: '-'}[row['pass']]:<4}{ms:>7}   ({verdict})")
     report = {"benchmark": "scorer", "n_per_row": args.n, "seconds": round(time.time() - started, 1),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}", "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out} ({report['seconds']} s)")
 
 

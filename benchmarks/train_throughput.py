@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import tempfile
@@ -25,6 +24,7 @@ from unclip.clip.train import RECIPES, clip_loss, tokenizer_for
 from unclip.data import collate_image_caption
 from unclip.data.sources import ShapesItems
 from unclip.train import Trainer
+from report import write_report
 
 
 def clip_trainer(preset: str, run_dir: Path, device: str) -> Trainer:
@@ -65,8 +65,7 @@ def main() -> None:
               f"{r['s_per_step']:>8.2f}")
     report = {"benchmark": "train_throughput", "device": args.device, "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
 
 
