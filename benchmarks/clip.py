@@ -56,12 +56,13 @@ def eight_captions(scene, rng) -> list[tuple[str, str]]:
 def position_probe(model, size: int, *, test_images: torch.Tensor, test_truth, n_fit: int = 1500) -> list[float]:
     """R^2 of x and y of a least-squares probe from unit z_i (plus a bias) to the object's centre: fitted on
     the first `n_fit` single-object train scenes, measured on the test ones given."""
-    fit = [i for i in range(8 * n_fit) if sample_scene("train", i).form == "single"][:n_fit]
-    data = ShapesDataset("train", size=size, length=fit[-1] + 1)
+    scenes = ((i, sample_scene("train", i)) for i in range(8 * n_fit))
+    fit = [(i, scene.objects[0]) for i, scene in scenes if scene.form == "single"][:n_fit]
+    data = ShapesDataset("train", size=size, length=fit[-1][0] + 1)
     features = lambda images: F.pad(F.normalize(model.encode_image_pixels(images), dim=-1), (0, 1), value=1.0)  # noqa: E731
     centre = lambda objects: torch.tensor([[o.cx, o.cy] for o in objects])  # noqa: E731
-    weights = torch.linalg.lstsq(features(torch.stack([data[i][0] for i in fit])),
-                                 centre([sample_scene("train", i).objects[0] for i in fit])).solution  # (E+1, 2)
+    weights = torch.linalg.lstsq(features(torch.stack([data[i][0] for i, _ in fit])),
+                                 centre([obj for _, obj in fit])).solution  # (E+1, 2)
     target = centre(test_truth)
     residual = ((features(test_images) @ weights - target) ** 2).sum(0)
     return (1 - residual / ((target - target.mean(0)) ** 2).sum(0)).tolist()
