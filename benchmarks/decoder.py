@@ -27,8 +27,10 @@ import torch
 from unclip.clip import load_clip
 from unclip.data.images import to_pil
 from unclip.decoder import downsample_bicubic, load_decoder, upsample_bicubic
-from unclip.decoder.train import RECIPES, clip_conditioning
-from unclip.world import ShapesDataset, score_image
+from unclip.decoder.train import RECIPES, decoder_conditioning
+import math
+
+from unclip.world import ShapesDataset, parse_image, score_image
 from unclip.world.captions import SKILLS
 from report import write_report
 
@@ -45,6 +47,31 @@ def score(images: torch.Tensor, captions: list[str]) -> tuple[list[bool], dict[s
         for tag in result.skills:
             by_skill.setdefault(tag, []).append(result.correct)
     return verdicts, {t: sum(v) / len(v) for t, v in by_skill.items()}
+
+
+def attributes(images: torch.Tensor, scenes: list) -> dict[str, float]:
+    """What the world's parser reads back from decoded images against the scenes they came from: how often the
+    background, the object count, the multiset of colours and that of shapes are right (the last two among
+    images with the right count), and how far (unit coordinates) a lone object lands from where it was."""
+    hits = dict(background=0, count=0, colours=0, shapes=0)
+    errors = []
+    for x, scene in zip(images, scenes):
+        parsed = parse_image(to_pil(x))
+        hits["background"] += parsed.background == scene.background
+        if len(parsed.objects) != len(scene.objects):
+            continue
+        hits["count"] += 1
+        hits["colours"] += sorted(o.colour or "" for o in parsed.objects) == sorted(o.colour for o in scene.objects)
+        hits["shapes"] += sorted(o.shape or "" for o in parsed.objects) == sorted(o.shape for o in scene.objects)
+        if len(scene.objects) == 1:
+            (p,), (o,) = parsed.objects, scene.objects
+            errors.append(math.hypot(p.cx - o.cx, p.cy - o.cy))
+    # chance: each lone object's centre against the next lone object's (placement that ignores the conditioning)
+    lone = [s.objects[0] for s in scenes if len(s.objects) == 1]
+    chance = [math.hypot(a.cx - b.cx, a.cy - b.cy) for a, b in zip(lone, lone[1:] + lone[:1])]
+    out = {k: v / len(scenes) for k, v in hits.items()}
+    return out | {"single_centre_error": sum(errors) / max(len(errors), 1), "singles_counted": len(errors),
+                  "chance_centre_error": sum(chance) / max(len(chance), 1)}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -79,7 +106,8 @@ def main() -> None:
     parser.add_argument("--decoder", default="runs/decoder-tiny/model")
     parser.add_argument("--upsampler", default="runs/upsampler-tiny/model", help="'' to skip")
     parser.add_argument("--n", type=int, default=500, help="test images for the reconstruction check")
-    parser.add_argument("--n-guidance", type=int, default=60, help="z_i per guidance scale (2 samples each)")
+    parser.add_argument("--n-guidance", type=int, default=60,
+                        help="z_i per guidance scale (2 samples each); 0 skips the sweep")
     parser.add_argument("--n-upsample", type=int, default=100, help="test images for the upsampler check")
     parser.add_argument("--steps", type=int, default=25, help="decoder DDIM steps")
     parser.add_argument("--up-steps", type=int, default=27, help="upsampler DDIM steps (the paper's 27)")
@@ -96,10 +124,10 @@ def main() -> None:
     def decode(sl, data, scale, seed, repeat=1):
         images = torch.stack([data[i][0] for i in range(sl.start, sl.stop)])
         captions = [data[i][1] for i in range(sl.start, sl.stop)]
-        z_i, states, mask = clip_conditioning(clip, images, captions)
-        rep = lambda x: x.repeat_interleave(repeat, dim=0)
-        out = decoder.sample(image_embedding=rep(z_i), text_states=rep(states), text_mask=rep(mask), steps=args.steps,
-                             guidance_scale=scale, generator=torch.Generator().manual_seed(seed))
+        z_i, caption = decoder_conditioning(decoder, clip, images, captions)
+        rep = lambda x: None if x is None else x.repeat_interleave(repeat, dim=0)
+        out = decoder.sample(image_embedding=rep(z_i), steps=args.steps, guidance_scale=scale,
+                             generator=torch.Generator().manual_seed(seed), **{k: rep(v) for k, v in caption.items()})
         return out, [c for c in captions for _ in range(repeat)]
 
     # ----- reconstruction ------------------------------------------------------------------------------
@@ -108,16 +136,20 @@ def main() -> None:
     outs, caps = zip(*[decode(sl, data, args.guidance, k) for k, sl in enumerate(batches(args.n, 50))])
     seconds = (time.perf_counter() - started) / args.n
     verdicts, skills = score(torch.cat(outs), sum(caps, []))
+    parsed = attributes(torch.cat(outs), [data[i][2] for i in range(args.n)])
     report["reconstruction"] = {"n": args.n, "guidance": args.guidance, "overall": sum(verdicts) / len(verdicts),
-                                "skills": skills, "seconds_per_image": seconds}
+                                "skills": skills, "attributes": parsed, "seconds_per_image": seconds}
     print(f"reconstruction from true z_i + caption, {args.n} test images, {args.steps} DDIM steps, guidance "
           f"{args.guidance}: {sum(verdicts) / len(verdicts):.3f} correct (goal >= 0.85); {seconds:.2f} s/image")
     print("  " + "  ".join(f"{t} {skills[t]:.3f}" for t in SKILLS if t in skills) + "  (goal: single >= 0.95)")
+    print("  parsed back: " + "  ".join(f"{k} {parsed[k]:.3f}" for k in ("background", "count", "colours", "shapes"))
+          + f"  lone-object centre error {parsed['single_centre_error']:.3f} (n={parsed['singles_counted']}; "
+          f"chance {parsed['chance_centre_error']:.3f})")
 
     # ----- guidance sweep ------------------------------------------------------------------------------
     report["guidance"] = []
     print(f"\n{'guidance':>8}{'accuracy':>10}{'diversity':>11}   ({args.n_guidance} z_i x 2 samples)")
-    for scale in (1.0, 2.0, 3.0, 5.0, 8.0):
+    for scale in (1.0, 2.0, 3.0, 5.0, 8.0) if args.n_guidance else ():
         outs, caps = zip(*[decode(sl, data, scale, 100 + k, repeat=2)
                            for k, sl in enumerate(batches(args.n_guidance, 30))])
         x = torch.cat(outs)
@@ -160,9 +192,9 @@ def main() -> None:
         def decoder_batch():
             b = RECIPES["tiny"].train.batch_size
             images = torch.stack([data[i % args.n][0] for i in range(b)])
-            z_i, states, mask = clip_conditioning(clip, images, [data[i % args.n][1] for i in range(b)])
-            return {"n": b, "loss_fn": lambda g: decoder.loss(images=images, image_embedding=z_i, text_states=states,
-                                                              text_mask=mask, generator=g)}
+            z_i, caption = decoder_conditioning(decoder, clip, images, [data[i % args.n][1] for i in range(b)])
+            return {"n": b, "loss_fn": lambda g: decoder.loss(images=images, image_embedding=z_i, generator=g,
+                                                              **caption)}
         speed = {"decoder": {"train_samples_per_s": train_speed(decoder, decoder_batch),
                              "sample_seconds_per_image": report["reconstruction"]["seconds_per_image"]}}
         if args.upsampler:

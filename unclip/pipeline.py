@@ -110,10 +110,16 @@ class UnCLIP:
         self.upsamplers = [u.eval() for u in upsamplers]
         self.config = config or PipelineConfig()
         self.source: str | None = None  # the directory it was loaded from, if any
-        unet = decoder.config.unet
-        if unet.clip_dim not in (None, clip.config.embed_dim) or unet.text_width not in (None, clip.config.text_width):
+        unet, encoder = decoder.config.unet, decoder.config.caption_encoder
+        states_width = None if encoder is not None else unet.text_width  # what it needs from the CLIP's text tower
+        if unet.clip_dim not in (None, clip.config.embed_dim) or states_width not in (None, clip.config.text_width):
             raise ValueError(f"the decoder expects z_i of {unet.clip_dim} and token states of {unet.text_width}, the "
                              f"CLIP gives {clip.config.embed_dim} and {clip.config.text_width}")
+        if encoder is not None and (encoder.vocab_size < clip.tokenizer.vocab_size
+                                    or encoder.context_length < clip.config.context_length):
+            raise ValueError(f"the decoder's caption encoder reads {encoder.vocab_size} token ids in a context of "
+                             f"{encoder.context_length}; the CLIP's tokenizer writes {clip.tokenizer.vocab_size} in "
+                             f"{clip.config.context_length}")
         if unet.clip_dim is None and (prior is not None or ar_prior is not None):
             raise ValueError("the decoder reads the caption alone (a GLIDE-style decoder): it takes no prior")
         for p in (prior, ar_prior):
@@ -227,13 +233,14 @@ class UnCLIP:
         return image_embeddings(kind, clip=self.clip, captions=captions)
 
     @torch.no_grad()
-    def decode(self, image_embedding: torch.Tensor | None, *, text_states: torch.Tensor | None = None,
-               text_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               x_T: torch.Tensor | None = None, eta: float = 0.0, guidance_scale: float | None = None,
-               steps: int | None = None) -> torch.Tensor:
-        """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the caption's token states."""
+    def decode(self, image_embedding: torch.Tensor | None, *, captions: Sequence[str] | None = None,
+               generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
+               guidance_scale: float | None = None, steps: int | None = None) -> torch.Tensor:
+        """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the captions (read as the decoder reads them:
+        the CLIP's token states, or its own caption encoder's); without captions it decodes z_i alone."""
         cfg = self.config.decoder
-        return self.decoder.sample(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
+        caption = {} if captions is None else self.decoder.caption_inputs(self.tokens(captions), clip=self.clip)
+        return self.decoder.sample(image_embedding=image_embedding, **caption,
                                    steps=steps or cfg.steps, sampler="ddim" if eta else cfg.sampler, eta=eta,
                                    guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
                                    generator=generator, x_T=x_T)
@@ -267,8 +274,7 @@ class UnCLIP:
         batch = [c for c in captions for _ in range(num_images)]
         generator = torch.Generator(self.device).manual_seed(seed)
         z_i = self.image_embeddings(batch, prior=prior, generator=generator)
-        _, states, mask = self.text_conditioning(batch)
-        images = {"decoder": self.decode(z_i, text_states=states, text_mask=mask, generator=generator)}
+        images = {"decoder": self.decode(z_i, captions=batch, generator=generator)}
         if upsample:
             for i, x in enumerate(self.upsample(images["decoder"], generator=generator)):
                 images[f"upsampler{i + 1}"] = x

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..diffusion import DiffusionConfig
+from .caption_encoder import CaptionEncoderConfig
 
 DEGRADATIONS = ("none", "blur", "bsr")
 
@@ -132,6 +133,8 @@ def _stage_from_dict(cls, data: dict):
         data["unet"] = UNetConfig.from_dict(data["unet"])
     if "diffusion" in data:
         data["diffusion"] = DiffusionConfig.from_dict(data["diffusion"])
+    if data.get("caption_encoder") is not None:
+        data["caption_encoder"] = CaptionEncoderConfig.from_dict(data["caption_encoder"])
     return cls(**data)
 
 
@@ -145,9 +148,15 @@ class DecoderConfig:
     # the caption dropped 50% of the time, independently.
     p_drop_image: float = 0.1
     p_drop_text: float = 0.5
+    # GLIDE's text transformer, owned and trained by the decoder (unCLIP §2.1 reads its outputs); None: the
+    # caption arrives as the frozen CLIP's token states. Its width must be unet.text_width.
+    caption_encoder: CaptionEncoderConfig | None = None
 
     def __post_init__(self):
         _check_variance(self.unet, self.diffusion)
+        if self.caption_encoder is not None and self.caption_encoder.width != self.unet.text_width:
+            raise ValueError(f"the caption encoder is {self.caption_encoder.width} wide but unet.text_width is "
+                             f"{self.unet.text_width}: the UNet reads the encoder's states")
         if self.unet.low_res_channels:
             raise ValueError(f"a decoder has no low-res input; unet.low_res_channels is {self.unet.low_res_channels}")
         if not self.unet.conditioned:
@@ -163,7 +172,8 @@ class DecoderConfig:
 
     def to_dict(self) -> dict:
         return {"unet": self.unet.to_dict(), "diffusion": self.diffusion.to_dict(),
-                "p_drop_image": self.p_drop_image, "p_drop_text": self.p_drop_text}
+                "p_drop_image": self.p_drop_image, "p_drop_text": self.p_drop_text} | (
+            {} if self.caption_encoder is None else {"caption_encoder": self.caption_encoder.to_dict()})
 
     @classmethod
     def from_dict(cls, data: dict) -> DecoderConfig:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..diffusion import GaussianDiffusion, ModelFn, classifier_free_guidance, dropout_mask
 from ..samplers import SAMPLERS
+from .caption_encoder import CaptionEncoder
 from .config import DecoderConfig
 from .unet import UNet
 
@@ -44,17 +45,46 @@ class Decoder(nn.Module):
         self.config = cfg
         self.net = UNet(cfg.unet)
         self.diffusion = GaussianDiffusion(cfg.diffusion)
+        self.caption_encoder = None if cfg.caption_encoder is None else CaptionEncoder(cfg.caption_encoder)
+
+    def caption_inputs(self, tokens: torch.Tensor, *, clip) -> dict[str, torch.Tensor]:
+        """What this decoder reads for captions given as CLIP token ids (B, T): the ids themselves when it has its
+        own caption encoder (GLIDE §2.2), else the frozen CLIP's token states and mask; nothing without a caption
+        input. Spread into loss / denoiser / sample: `decoder.sample(image_embedding=z_i, **inputs)`."""
+        if self.config.unet.text_width is None:
+            return {}
+        if self.caption_encoder is not None:
+            return {"tokens": tokens}
+        with torch.no_grad():
+            states, mask = clip.encode_text_sequence(tokens)
+        return {"text_states": states, "text_mask": mask}
+
+    def _caption(self, text_states: torch.Tensor | None, text_mask: torch.Tensor | None,
+                 tokens: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The token states (B, T, W) and mask (B, T) the UNet reads: the caption encoder's outputs for `tokens`,
+        or the CLIP states given, whichever kind this decoder takes."""
+        if self.caption_encoder is None:
+            if tokens is not None:
+                raise ValueError("this decoder reads the CLIP's token states (text_states), not token ids: it has no "
+                                 "caption encoder of its own")
+            return text_states, text_mask
+        if text_states is not None or text_mask is not None:
+            raise ValueError("this decoder encodes captions with its own caption encoder: pass tokens, not "
+                             "text_states / text_mask")
+        return (None, None) if tokens is None else self.caption_encoder(tokens)
 
     def loss(self, *, images: torch.Tensor, image_embedding: torch.Tensor | None = None,
              text_states: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean diffusion loss on images (B, C, S, S) in [-1, 1] given z_i (B, clip_dim) and CLIP's token states
-        (B, T, text_width) with their mask (B, T); the conditioning is dropped as unCLIP §2.1 prescribes.
-        Without text_states every row trains on the null caption."""
+             tokens: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean diffusion loss on images (B, C, S, S) in [-1, 1] given z_i (B, clip_dim) and the caption: CLIP's
+        token states (B, T, text_width) with their mask (B, T), or token ids (B, T) for a decoder with its own
+        caption encoder (trained by this loss); the conditioning is dropped as unCLIP §2.1 prescribes.
+        Without a caption every row trains on the null caption."""
         cfg, s = self.config, self.config.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (cfg.unet.in_channels, s, s):
             raise ValueError(f"images must be (B, {cfg.unet.in_channels}, {s}, {s}), got {tuple(images.shape)}")
         b, device = len(images), images.device
+        text_states, text_mask = self._caption(text_states, text_mask, tokens)
         t = self.diffusion.sample_timesteps(b, generator=generator, device=device)
         noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
         cond = dict(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask)
@@ -69,11 +99,14 @@ class Decoder(nn.Module):
         return self.diffusion.training_losses(model_fn, images, t, noise)["loss"].mean()
 
     def denoiser(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
-                 text_mask: torch.Tensor | None = None, guidance_scale: float = 1.0) -> ModelFn:
+                 text_mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                 guidance_scale: float = 1.0) -> ModelFn:
         """The guided model_fn(x_t, t) for this conditioning: uncond + s * (cond - uncond) (Ho & Salimans 2021),
         the unconditional branch having both z_i and the caption replaced by their null embeddings. Without
-        text_states both branches read the null caption (unCLIP §3's variations decode z_i alone)."""
+        caption both branches read the null caption (unCLIP §3's variations decode z_i alone). The caption
+        encoder, if any, runs once here, not at every step."""
         cfg = self.config.unet
+        text_states, text_mask = self._caption(text_states, text_mask, tokens)
         cond = {k: v for k, v in dict(image_embedding=image_embedding, text_states=text_states,
                                       text_mask=text_mask).items() if v is not None}
         if not cond:
@@ -88,7 +121,8 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def sample(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
-               text_mask: torch.Tensor | None = None, steps: int | str | Sequence[int] | None = 50,
+               text_mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+               steps: int | str | Sequence[int] | None = 50,
                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 1.0, threshold: str | None = "static",
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
                x_T: torch.Tensor | None = None) -> torch.Tensor:
@@ -99,8 +133,8 @@ class Decoder(nn.Module):
         `x_T` (B, C, S, S) starts from given noise, e.g. from ddim_invert for variations (unCLIP §3).
         """
         model_fn = self.denoiser(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
-                                 guidance_scale=guidance_scale)
-        batch, device = self._batch(dict(image_embedding=image_embedding, text_states=text_states))
+                                 tokens=tokens, guidance_scale=guidance_scale)
+        batch, device = self._batch(dict(image_embedding=image_embedding, text_states=text_states, tokens=tokens))
         cfg = self.config.unet
         shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)
         dtype = next(self.net.parameters()).dtype

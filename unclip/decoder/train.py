@@ -31,6 +31,7 @@ from ..train import TrainConfig, Trainer, sample_grid_hook
 from ..train import distributed
 from ..train.distributed import DistContext
 from ..world import ShapesDataset
+from .caption_encoder import CaptionEncoderConfig
 from .config import DecoderConfig, UNetConfig, UpsamplerConfig
 from .decoder import Decoder
 from .upsampler import Upsampler
@@ -58,35 +59,38 @@ RECIPES: dict[str, DecoderRecipe] = {
     # caption alone (no z_i), with GLIDE's 20% caption dropout for classifier-free guidance.
     "tiny-glide": DecoderRecipe(model=DecoderConfig(unet=UNetConfig(clip_dim=None), diffusion=FAST_DIFFUSION,
                                                     p_drop_text=0.2), train=_TINY_TRAIN),
+    # "tiny" with its own caption encoder (GLIDE's text transformer, 3 layers of 128, trained with the decoder)
+    # in place of the frozen CLIP's token states, which barely tell left from right.
+    "tiny-xf": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION, caption_encoder=CaptionEncoderConfig()),
+                             train=_TINY_TRAIN),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
 }
-STAGE_OF = {"tiny": "decoder", "tiny-long": "decoder", "tiny-glide": "decoder", "tiny-up-128": "upsampler"}
+STAGE_OF = {"tiny": "decoder", "tiny-long": "decoder", "tiny-glide": "decoder", "tiny-xf": "decoder",
+            "tiny-up-128": "upsampler"}
 
 
-@torch.no_grad()
-def clip_conditioning(clip: CLIP, images: torch.Tensor, captions: list[str], *, image: bool = True):
-    """z_i (B, E) of images in [-1, 1] (resized to CLIP's side if needed) and the captions' token states and mask.
-
-    image=False skips the image encoder and returns z_i None: a text-only (GLIDE-style) decoder takes no z_i."""
+def decoder_conditioning(decoder: Decoder, clip: CLIP, images: torch.Tensor,
+                         captions: list[str]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """z_i (B, E) of images in [-1, 1] (resized to CLIP's side if needed) through the frozen CLIP, None for a
+    decoder without z_i input (GLIDE-style), and what the decoder reads for the captions (Decoder.caption_inputs:
+    the CLIP's token states, or the token ids for a decoder with its own caption encoder)."""
     z_i = None
-    if image:
+    if decoder.config.unet.clip_dim is not None:
         size = clip.config.image_size
         pixels = images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="area")
-        z_i = F.normalize(clip.encode_image_pixels(pixels), dim=-1)
-    states, mask = clip.encode_text_sequence(clip.tokenizer(captions).to(images.device))
-    return z_i, states, mask
+        with torch.no_grad():
+            z_i = F.normalize(clip.encode_image_pixels(pixels), dim=-1)
+    return z_i, decoder.caption_inputs(clip.tokenizer(captions).to(images.device), clip=clip)
 
 
 def decoder_loss(clip: CLIP):
     def loss_fn(model, batch, generator) -> dict[str, torch.Tensor]:
         core = model.module if hasattr(model, "module") else model
-        z_i, states, mask = clip_conditioning(clip, batch["image"], batch["caption"],
-                                              image=core.config.unet.clip_dim is not None)
-        return {"loss": model.loss(images=batch["image"], image_embedding=z_i, text_states=states, text_mask=mask,
-                                   generator=generator)}
+        z_i, caption = decoder_conditioning(core, clip, batch["image"], batch["caption"])
+        return {"loss": model.loss(images=batch["image"], image_embedding=z_i, generator=generator, **caption)}
 
     return loss_fn
 
@@ -100,9 +104,8 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
     def sample(model, captions, generator):
         data = ShapesDataset("test", size=model.config.image_size, length=n)
         images = torch.stack([data[i][0] for i in range(n)])
-        z_i, states, mask = clip_conditioning(clip, images, [data[i][1] for i in range(n)],
-                                              image=model.config.unet.clip_dim is not None)
-        out = model.sample(image_embedding=z_i, text_states=states, text_mask=mask, steps=steps, generator=generator)
+        z_i, caption = decoder_conditioning(model, clip, images, [data[i][1] for i in range(n)])
+        out = model.sample(image_embedding=z_i, steps=steps, generator=generator, **caption)
         return [to_pil(x) for x in torch.cat([images, out])]
 
     return sample
@@ -123,7 +126,12 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
             raise ValueError("the decoder learns to invert a CLIP: pass clip_dir (--clip)")
         clip = load_clip(clip_dir, device=device).requires_grad_(False)
         image_dim = None if recipe.model.unet.clip_dim is None else clip.config.embed_dim
-        cfg = recipe.model.with_(unet=recipe.model.unet.with_(clip_dim=image_dim, text_width=clip.config.text_width))
+        cfg, encoder = recipe.model, recipe.model.caption_encoder
+        if encoder is None:  # the UNet reads the CLIP's token states
+            cfg = cfg.with_(unet=cfg.unet.with_(clip_dim=image_dim, text_width=clip.config.text_width))
+        else:  # its own caption encoder reads the CLIP's token ids
+            encoder = encoder.with_(vocab_size=clip.config.vocab_size, context_length=clip.config.context_length)
+            cfg = cfg.with_(unet=cfg.unet.with_(clip_dim=image_dim, text_width=encoder.width), caption_encoder=encoder)
         model, loss_fn = Decoder(cfg), decoder_loss(clip)
         hooks.append(sample_grid_hook(_decoder_grid(clip, recipe.sample_steps, 6), ["real"] * 6 + ["decoded"] * 6,
                                       columns=6))
