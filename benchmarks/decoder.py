@@ -52,26 +52,29 @@ def score(images: torch.Tensor, captions: list[str]) -> tuple[list[bool], dict[s
 def attributes(images: torch.Tensor, scenes: list) -> dict[str, float]:
     """What the world's parser reads back from decoded images against the scenes they came from: how often the
     background, the object count, the multiset of colours and that of shapes are right (the last two among
-    images with the right count), and how far (unit coordinates) a lone object lands from where it was."""
+    images with the right count), and how far (unit coordinates) a lone object lands from where it was: for
+    every one-object scene whose image shows any object, the centre of the largest one drawn."""
     hits = dict(background=0, count=0, colours=0, shapes=0)
     errors = []
     for x, scene in zip(images, scenes):
         parsed = parse_image(to_pil(x))
         hits["background"] += parsed.background == scene.background
+        if len(scene.objects) == 1 and parsed.objects:
+            p, o = max(parsed.objects, key=lambda q: q.s), scene.objects[0]
+            errors.append(math.hypot(p.cx - o.cx, p.cy - o.cy))
         if len(parsed.objects) != len(scene.objects):
             continue
         hits["count"] += 1
         hits["colours"] += sorted(o.colour or "" for o in parsed.objects) == sorted(o.colour for o in scene.objects)
         hits["shapes"] += sorted(o.shape or "" for o in parsed.objects) == sorted(o.shape for o in scene.objects)
-        if len(scene.objects) == 1:
-            (p,), (o,) = parsed.objects, scene.objects
-            errors.append(math.hypot(p.cx - o.cx, p.cy - o.cy))
     # chance: each lone object's centre against the next lone object's (placement that ignores the conditioning)
     lone = [s.objects[0] for s in scenes if len(s.objects) == 1]
     chance = [math.hypot(a.cx - b.cx, a.cy - b.cy) for a, b in zip(lone, lone[1:] + lone[:1])]
+    middle = [math.hypot(a.cx - 0.5, a.cy - 0.5) for a in lone]  # placement always in the middle of the canvas
     out = {k: v / len(scenes) for k, v in hits.items()}
     return out | {"single_centre_error": sum(errors) / max(len(errors), 1), "singles_counted": len(errors),
-                  "chance_centre_error": sum(chance) / max(len(chance), 1)}
+                  "chance_centre_error": sum(chance) / max(len(chance), 1),
+                  "middle_centre_error": sum(middle) / max(len(middle), 1)}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -144,7 +147,7 @@ def main() -> None:
     print("  " + "  ".join(f"{t} {skills[t]:.3f}" for t in SKILLS if t in skills) + "  (goal: single >= 0.95)")
     print("  parsed back: " + "  ".join(f"{k} {parsed[k]:.3f}" for k in ("background", "count", "colours", "shapes"))
           + f"  lone-object centre error {parsed['single_centre_error']:.3f} (n={parsed['singles_counted']}; "
-          f"chance {parsed['chance_centre_error']:.3f})")
+          f"chance {parsed['chance_centre_error']:.3f}, always the middle {parsed['middle_centre_error']:.3f})")
 
     # ----- guidance sweep ------------------------------------------------------------------------------
     report["guidance"] = []
