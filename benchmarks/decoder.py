@@ -17,6 +17,7 @@ Prints tables and writes benchmarks/results/decoder.json.
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import statistics
 import time
@@ -28,8 +29,6 @@ from unclip.clip import load_clip
 from unclip.data.images import to_pil
 from unclip.decoder import downsample_bicubic, load_decoder, upsample_bicubic
 from unclip.decoder.train import RECIPES, decoder_conditioning
-import math
-
 from unclip.world import ShapesDataset, parse_image, score_image
 from unclip.world.captions import SKILLS
 from report import write_report

@@ -148,6 +148,13 @@ class Tokenizer:
         return out
 
 
+def real_token_mask(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) token ids as a Tokenizer writes them -> (B, T) bool, True from SOT through EOT, False on the padding
+    after it: the EOT id is the largest, so argmax finds it (CLIP's convention)."""
+    eot = tokens.argmax(dim=-1)  # (B,)
+    return torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]
+
+
 def clean(text: str) -> str:
     """CLIP's basic_clean + whitespace_clean (without ftfy): unescape HTML twice, collapse whitespace."""
     return " ".join(html.unescape(html.unescape(text)).split())

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data.images import to_tensor
 from ..nn.transformer import Transformer
+from ..tokenizer import real_token_mask
 from .config import CLIPConfig
 
 
@@ -97,9 +98,7 @@ class CLIP(nn.Module):
         These are the "encoded text" tokens the diffusion prior reads (unCLIP §2.2)."""
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # (B, T, W)
         x = self.ln_final(self.transformer(x, causal=True))
-        eot = tokens.argmax(dim=-1)  # EOT has the largest id (CLIP's convention, kept by unclip's tokenizer)
-        mask = torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]  # (B, T)
-        return x, mask
+        return x, real_token_mask(tokens)
 
     def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, context) token ids -> (B, E) text features (not normalised), read at the end-of-text token."""

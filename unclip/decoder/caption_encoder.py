@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..nn.transformer import Transformer
+from ..tokenizer import real_token_mask
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ class CaptionEncoder(nn.Module):
         if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size):
             raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}), got {int(tokens.min())}.."
                              f"{int(tokens.max())}: the caption encoder was built for another tokenizer")
-        eot = tokens.argmax(dim=-1)  # the EOT id is the tokenizer's largest (unclip/tokenizer.py)
-        mask = torch.arange(tokens.shape[1], device=tokens.device)[None] <= eot[:, None]  # (B, T)
+        mask = real_token_mask(tokens)  # (B, T)
         x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]  # (B, T, W)
         # every query may attend to every real key (GLIDE's transformer is bidirectional); padding is no key
         x = self.transformer(x, mask=mask[:, None, None, :])  # (B, T, W)
