@@ -9,8 +9,9 @@
   the other attribute ("a red {shape}", "a blue {shape}", ...), normalised, as open_clip does.
 - Diagnostics of where layout is lost: R^2 of a linear probe (least squares) from z_i to the object's
   centre (x, y) on single-object scenes, fitted on train scenes, measured on the test ones (does the
-  image embedding know where the object is?); and the cosine between z_t of captions that differ only in
-  "left" / "right" (does the text embedding?).
+  image embedding know where the object is?), the accuracy of a linear probe from z_i to the object's
+  shape (does it know what the object is, whatever the text tower reads?); and the cosine between z_t of
+  captions that differ only in "left" / "right" (does the text embedding?).
 Prints a table and writes benchmarks/results/clip.json.
 
     .venv/bin/python benchmarks/clip.py --model runs/clip-tiny/model
@@ -53,19 +54,25 @@ def eight_captions(scene, rng) -> list[tuple[str, str]]:
     return out
 
 
-def position_probe(model, size: int, *, test_images: torch.Tensor, test_truth, n_fit: int = 1500) -> list[float]:
-    """R^2 of x and y of a least-squares probe from unit z_i (plus a bias) to the object's centre: fitted on
-    the first `n_fit` single-object train scenes, measured on the test ones given."""
+def probes(model, size: int, *, test_images: torch.Tensor, test_truth, n_fit: int = 1500) -> dict:
+    """What a linear read-out of unit z_i (plus a bias) knows about a single object, fitted by least squares on
+    the first `n_fit` single-object train scenes and measured on the test ones given: R^2 of the centre's x and y,
+    and the accuracy of the shape (argmax of a least-squares fit to the one-hot shape). The decoder can only draw
+    what z_i carries, whatever the text tower makes of it."""
     scenes = ((i, sample_scene("train", i)) for i in range(8 * n_fit))
     fit = [(i, scene.objects[0]) for i, scene in scenes if scene.form == "single"][:n_fit]
     data = ShapesDataset("train", size=size, length=fit[-1][0] + 1)
     features = lambda images: F.pad(F.normalize(model.encode_image_pixels(images), dim=-1), (0, 1), value=1.0)  # noqa: E731
     centre = lambda objects: torch.tensor([[o.cx, o.cy] for o in objects])  # noqa: E731
-    weights = torch.linalg.lstsq(features(torch.stack([data[i][0] for i, _ in fit])),
-                                 centre([obj for _, obj in fit])).solution  # (E+1, 2)
+    one_hot = lambda objects: F.one_hot(torch.tensor([SHAPES.index(o.shape) for o in objects]), len(SHAPES)).float()  # noqa: E731
+    fit_features, test_features = features(torch.stack([data[i][0] for i, _ in fit])), features(test_images)
+    weights = torch.linalg.lstsq(fit_features, centre([obj for _, obj in fit])).solution  # (E+1, 2)
     target = centre(test_truth)
-    residual = ((features(test_images) @ weights - target) ** 2).sum(0)
-    return (1 - residual / ((target - target.mean(0)) ** 2).sum(0)).tolist()
+    residual = ((test_features @ weights - target) ** 2).sum(0)
+    r2 = (1 - residual / ((target - target.mean(0)) ** 2).sum(0)).tolist()
+    shape_weights = torch.linalg.lstsq(fit_features, one_hot([obj for _, obj in fit])).solution  # (E+1, shapes)
+    shape_acc = float(((test_features @ shape_weights).argmax(1) == one_hot(test_truth).argmax(1)).float().mean())
+    return {"position_r2": r2, "shape_accuracy": shape_acc}
 
 
 @torch.no_grad()
@@ -115,7 +122,8 @@ def main() -> None:
     colour_acc = float((classify(model, single_images, colour_w) == torch.tensor(
         [list(COLOURS).index(o.colour) for o in truth])).float().mean())
 
-    position_r2 = position_probe(model, size, test_images=single_images, test_truth=truth)
+    probe = probes(model, size, test_images=single_images, test_truth=truth)
+    position_r2 = probe["position_r2"]
     mean_cos = lambda a, b: float((model.encode_text(a) * model.encode_text(b)).sum(-1).mean())  # noqa: E731
     pairs = [(f"{article(c)} {c} {s}", f"a blue {'square' if s != 'square' else 'circle'}") for c in list(COLOURS)[:4]
              for s in SHAPES[:3]]
@@ -133,12 +141,14 @@ def main() -> None:
     print(f"zero-shot shape on {len(singles)} single-object scenes: {shape_acc:.3f}; colour: {colour_acc:.3f} "
           f"(target >= 0.98)")
     print(f"z_i -> object centre, linear probe R^2 on test single objects: x {position_r2[0]:.3f}, "
-          f"y {position_r2[1]:.3f}; cos(z_t) of captions differing in left/right: position "
+          f"y {position_r2[1]:.3f}; shape read linearly from z_i: {probe['shape_accuracy']:.3f}")
+    print(f"cos(z_t) of captions differing in left/right: position "
           f"{side_cos['position']:.4f}, relation {side_cos['relation']:.4f}")
     report = {"benchmark": "clip", "model": args.model, "n": args.n, "eight_way": eight_way,
               "pairwise_by_attribute": {a: pair_right[a] / pair_n[a] for a in ATTRIBUTES if pair_n[a]},
               "pairs_by_attribute": pair_n, "recall_at_1_among_100": recall, "zeroshot_shape": shape_acc,
               "zeroshot_colour": colour_acc, "position_probe_r2": {"x": position_r2[0], "y": position_r2[1]},
+              "shape_probe_accuracy": probe["shape_accuracy"],
               "left_right_text_cos": side_cos, "seconds": round(time.time() - started, 1)}
     write_report(args.out, report)
     print(f"wrote {args.out}")
