@@ -4,7 +4,7 @@ Rows (unCLIP Table 2 and §5's ablation, each measured by the same `unclip eval`
   unCLIP + diffusion prior, unCLIP + autoregressive prior, the decoder fed z_t (no prior), a GLIDE-style
   decoder (the same decoder and training recipe, conditioned on the caption alone) and real renders (the ceiling).
 Curves: decoder guidance scale vs (scorer accuracy, diversity) for unCLIP and for GLIDE (the paper's Figure 9
-trade-off), and decoder DDIM steps (NFE) vs (accuracy, FD) for unCLIP.
+trade-off), and decoder sampling steps (NFE, with the pipeline's decoder sampler) vs (accuracy, FD) for unCLIP.
 
     .venv/bin/python benchmarks/comparison.py --model models/shapes-tiny --glide runs/glide-tiny/pipeline \\
         --eval-encoder runs/clip-eval/model --n 200 --out runs/comparison
@@ -106,13 +106,20 @@ def plot(results: dict, out_dir: Path) -> list[str]:
     curve = results["nfe"]
     axes[0].plot([p["steps"] for p in curve], [p["overall"] for p in curve], "o-")
     axes[1].plot([p["steps"] for p in curve], [p["fd"] for p in curve], "o-")
-    axes[0].set(xlabel="decoder DDIM steps", ylabel="scorer accuracy", xscale="log")
-    axes[1].set(xlabel="decoder DDIM steps", ylabel="FD (evaluation encoder)", xscale="log")
+    sampler = sampler_name(results)
+    axes[0].set(xlabel=f"decoder {sampler} steps", ylabel="scorer accuracy", xscale="log")
+    axes[1].set(xlabel=f"decoder {sampler} steps", ylabel="FD (evaluation encoder)", xscale="log")
     fig.tight_layout()
     fig.savefig(out_dir / "comparison_nfe.png", dpi=110)
     written.append("comparison_nfe.png")
     plt.close("all")
     return written
+
+
+def sampler_name(results: dict) -> str:
+    """The decoder sampler the curves ran with (results written before it was recorded ran DDIM)."""
+    sampler = results.get("pipeline_decoder_sampler", "ddim")
+    return {"ddim": "DDIM", "dpm++": "DPM-Solver++", "ddpm": "DDPM"}.get(sampler, sampler)
 
 
 def results_md(results: dict, plots: list[str]) -> str:
@@ -129,13 +136,14 @@ def results_md(results: dict, plots: list[str]) -> str:
              "decoder training budget (the same recipe and step count; see the model READMEs).", "",
              "## Table (unCLIP Table 2 / §5 ablation at Shapes scale)", "", *table(results["rows"]), "",
              "## Guidance scale vs fidelity and diversity (unCLIP Figure 9 at Shapes scale)", "",
-             f"{a['curve_n']} test captions per point, decoder DDIM {results['pipeline_decoder_steps']} steps.", "",
+             f"{a['curve_n']} test captions per point, decoder {sampler_name(results)} "
+             f"{results['pipeline_decoder_steps']} steps.", "",
              "| model | guidance | accuracy | diversity | FD |", "|---|--:|--:|--:|--:|"]
     for name, curve in results["guidance"].items():
         lines += [f"| {name} | {p['guidance']:g} | {p['overall']:.3f} | {fmt(p['diversity'])} | {fmt(p['fd'])} |"
                   for p in curve]
     lines += ["", "## Decoder sampling steps vs accuracy and FD (unCLIP, diffusion prior)", "",
-              "| DDIM steps | decoder NFE | accuracy | FD |", "|--:|--:|--:|--:|"]
+              f"| {sampler_name(results)} steps | decoder NFE | accuracy | FD |", "|--:|--:|--:|--:|"]
     lines += [f"| {p['steps']} | {p['nfe']} | {p['overall']:.3f} | {fmt(p['fd'])} |" for p in results["nfe"]]
     if plots:
         lines += [""] + [f"![{name}](results/{name})" for name in plots]
@@ -151,7 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=200, help="test captions per table row (novel: n / 2)")
     p.add_argument("--curve-n", type=int, default=100, help="test captions per curve point")
     p.add_argument("--guidance", type=float, nargs="+", default=[1, 2, 3, 5, 8])
-    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 25, 50], help="decoder DDIM steps for the NFE curve")
+    p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 25, 50],
+                   help="decoder sampling steps for the NFE curve")
     p.add_argument("--diversity-captions", type=int, default=25)
     p.add_argument("--diversity-k", type=int, default=4)
     p.add_argument("--machine", default="2-core AMD EPYC CPU, 1 thread", help="recorded in RESULTS.md")
@@ -209,7 +218,8 @@ def main(argv=None) -> int:
 
     results = {"benchmark": "comparison", "date": time.strftime("%Y-%m-%d"), "machine": args.machine,
                "command": "python benchmarks/comparison.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "args": vars(args), "size": size, "pipeline_decoder_steps": base_steps, "rows": rows,
+               "args": vars(args), "size": size, "pipeline_decoder_steps": base_steps,
+               "pipeline_decoder_sampler": unclip_pipe.config.decoder.sampler, "rows": rows,
                "guidance": guidance, "nfe": nfe, "seconds": time.perf_counter() - started}
     if args.verdict:
         results["verdict"] = Path(args.verdict).read_text().strip()
