@@ -2,6 +2,8 @@
 
 - reconstruction: the decoder fed the true z_i (and caption) of N test images through the frozen CLIP;
   the world's scorer checks each image against the original caption (goal >= 85%, single objects >= 95%);
+  what the parser reads back (background, count, colours, shapes, where a lone object lands), and where the
+  decoder means to draw before sampling starts (its x0 prediction at the zero-SNR step);
 - guidance: scorer accuracy and diversity (mean pairwise RMS distance, in [0, 1] pixel units, between two
   samples of the same z_i) for guidance scales 1, 2, 3, 5, 8;
 - upsampler: on test images, the 32 px image (bicubic-downsampled from the 128 px render) upsampled by the
@@ -76,6 +78,30 @@ def attributes(images: torch.Tensor, scenes: list) -> dict[str, float]:
                   "middle_centre_error": sum(middle) / max(len(middle), 1)}
 
 
+def layout_before_sampling(decoder, clip, size: int, *, n: int = 64, guidance: float = 1.0) -> dict[str, float]:
+    """Where the decoder means to draw before sampling starts: its x0 prediction at the last timestep (zero SNR,
+    so x_T is pure noise and the prediction is its guess at E[x0 | z_i, caption]) for N one-object test scenes,
+    reduced to the centroid of each pixel's distance from the predicted background (the median colour), against
+    the object's true centre, in unit coordinates. A decoder that reads where from its conditioning puts the
+    centroid near the object; one that does not predicts a blob in the middle."""
+    data = ShapesDataset("test", size=size, length=20 * n)
+    items = [item for item in (data[i] for i in range(len(data))) if len(item[2].objects) == 1][:n]
+    images = torch.stack([item[0] for item in items])
+    z_i, caption = decoder_conditioning(decoder, clip, images, [item[1] for item in items])
+    model_fn = decoder.denoiser(image_embedding=z_i, guidance_scale=guidance, **caption)
+    diffusion, last = decoder.diffusion, decoder.diffusion.num_steps - 1
+    t = torch.full((len(items),), last)
+    x_t = diffusion.q_sample(images, t, torch.randn(images.shape, generator=torch.Generator().manual_seed(0)))
+    x0 = diffusion.predict(model_fn(x_t, t), x_t, t).x0  # (N, 3, S, S)
+    weight = (x0 - x0.flatten(2).median(-1).values[..., None, None]).abs().sum(1)  # (N, S, S)
+    weight = weight / weight.sum((1, 2), keepdim=True).clamp(min=1e-8)
+    axis = (torch.arange(size) + 0.5) / size
+    centroid = torch.stack([(weight.sum(1) * axis).sum(1), (weight.sum(2) * axis).sum(1)], dim=1)  # (N, 2): x, y
+    true = torch.tensor([[item[2].objects[0].cx, item[2].objects[0].cy] for item in items])
+    return {"n": len(items), "centroid_error": float((centroid - true).norm(dim=1).mean()),
+            "middle_error": float((true - 0.5).norm(dim=1).mean())}
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per image, in dB, for images in [-1, 1] compared in [0, 1] units."""
     mse = (((a - b) / 2) ** 2).flatten(1).mean(1)
@@ -147,6 +173,11 @@ def main() -> None:
     print("  parsed back: " + "  ".join(f"{k} {parsed[k]:.3f}" for k in ("background", "count", "colours", "shapes"))
           + f"  lone-object centre error {parsed['single_centre_error']:.3f} (n={parsed['singles_counted']}; "
           f"chance {parsed['chance_centre_error']:.3f}, always the middle {parsed['middle_centre_error']:.3f})")
+
+    layout = layout_before_sampling(decoder, clip, size)
+    report["reconstruction"]["layout_before_sampling"] = layout
+    print(f"  x0 predicted at the last (zero-SNR) step, {layout['n']} lone objects: centroid "
+          f"{layout['centroid_error']:.3f} from the object (a blob in the middle: {layout['middle_error']:.3f})")
 
     # ----- guidance sweep ------------------------------------------------------------------------------
     report["guidance"] = []
