@@ -33,6 +33,7 @@ from unclip.decoder import downsample_bicubic, load_decoder, upsample_bicubic
 from unclip.decoder.train import RECIPES, decoder_conditioning
 from unclip.world import ShapesDataset, parse_image, score_image
 from unclip.world.captions import SKILLS
+from unclip.world.vocab import POSITIONS
 from report import write_report
 
 
@@ -78,14 +79,17 @@ def attributes(images: torch.Tensor, scenes: list) -> dict[str, float]:
                   "middle_centre_error": sum(middle) / max(len(middle), 1)}
 
 
-def layout_before_sampling(decoder, clip, size: int, *, n: int = 64, guidance: float = 1.0) -> dict[str, float]:
+def layout_before_sampling(decoder, clip, size: int, *, n: int = 64, guidance: float = 1.0,
+                           named: bool = False) -> dict[str, float]:
     """Where the decoder means to draw before sampling starts: its x0 prediction at the last timestep (zero SNR,
     so x_T is pure noise and the prediction is its guess at E[x0 | z_i, caption]) for N one-object test scenes,
     reduced to the centroid of each pixel's distance from the predicted background (the median colour), against
     the object's true centre, in unit coordinates. A decoder that reads where from its conditioning puts the
-    centroid near the object; one that does not predicts a blob in the middle."""
-    data = ShapesDataset("test", size=size, length=20 * n)
-    items = [item for item in (data[i] for i in range(len(data))) if len(item[2].objects) == 1][:n]
+    centroid near the object; one that does not predicts a blob in the middle. `named`: only scenes whose caption
+    names the object's position (so the caption alone says where, whatever z_i carries)."""
+    data = ShapesDataset("test", size=size, length=40 * n)
+    items = [item for item in (data[i] for i in range(len(data))) if len(item[2].objects) == 1
+             and (not named or any(p in item[1] for p in POSITIONS))][:n]
     images = torch.stack([item[0] for item in items])
     z_i, caption = decoder_conditioning(decoder, clip, images, [item[1] for item in items])
     model_fn = decoder.denoiser(image_embedding=z_i, guidance_scale=guidance, **caption)
@@ -174,10 +178,12 @@ def main() -> None:
           + f"  lone-object centre error {parsed['single_centre_error']:.3f} (n={parsed['singles_counted']}; "
           f"chance {parsed['chance_centre_error']:.3f}, always the middle {parsed['middle_centre_error']:.3f})")
 
-    layout = layout_before_sampling(decoder, clip, size)
-    report["reconstruction"]["layout_before_sampling"] = layout
-    print(f"  x0 predicted at the last (zero-SNR) step, {layout['n']} lone objects: centroid "
-          f"{layout['centroid_error']:.3f} from the object (a blob in the middle: {layout['middle_error']:.3f})")
+    for named in (False, True):
+        layout = layout_before_sampling(decoder, clip, size, named=named)
+        report["reconstruction"]["layout_before_sampling" + ("_position_named" if named else "")] = layout
+        print(f"  x0 predicted at the last (zero-SNR) step, {layout['n']} lone objects"
+              + (" whose caption names the position" if named else "") + f": centroid "
+              f"{layout['centroid_error']:.3f} from the object (a blob in the middle: {layout['middle_error']:.3f})")
 
     # ----- guidance sweep ------------------------------------------------------------------------------
     report["guidance"] = []
