@@ -19,6 +19,7 @@ Prints tables and writes benchmarks/results/decoder.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import resource
 import statistics
@@ -88,8 +89,8 @@ def layout_before_sampling(decoder, clip, size: int, *, n: int = 64, guidance: f
     centroid near the object; one that does not predicts a blob in the middle. `named`: only scenes whose caption
     names the object's position (so the caption alone says where, whatever z_i carries)."""
     data = ShapesDataset("test", size=size, length=40 * n)
-    items = [item for item in (data[i] for i in range(len(data))) if len(item[2].objects) == 1
-             and (not named or any(p in item[1] for p in POSITIONS))][:n]
+    items = list(itertools.islice((item for item in (data[i] for i in range(len(data))) if len(item[2].objects) == 1
+                                   and (not named or any(p in item[1] for p in POSITIONS))), n))  # render no more
     images = torch.stack([item[0] for item in items])
     z_i, caption = decoder_conditioning(decoder, clip, images, [item[1] for item in items])
     model_fn = decoder.denoiser(image_embedding=z_i, guidance_scale=guidance, **caption)
