@@ -187,3 +187,34 @@ def test_sincos_position_table_encodes_row_and_column():
         TINY.with_(vision_position_init="learned")
     with pytest.raises(ValueError, match="divisible by 4"):
         sincos_2d(grid=2, width=6)
+
+
+def test_conv_stem_makes_the_patch_grid_and_round_trips_its_batch_norm(tmp_path):
+    from unclip.clip.model import ConvStem
+    torch.manual_seed(0)
+    for patch, image in ((4, 16), (8, 32)):
+        stem = ConvStem(width=32, patch_size=patch)
+        strides = [m.stride[0] for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert strides.count(2) == int(math.log2(patch)) and stem(torch.randn(2, 3, image, image)).shape == (
+            2, 32, image // patch, image // patch)
+    config = TINY.with_(vision_stem="conv")
+    model = CLIP(config)
+    assert not hasattr(model.visual, "conv1")
+    images = torch.rand(6, 3, 16, 16) * 2 - 1
+    model.train()
+    for _ in range(3):  # training updates the running statistics, which then must travel with the weights
+        model.encode_image_pixels(images)
+    model.eval()
+    with torch.no_grad():
+        batch = model.encode_image_pixels(images)
+        single = torch.cat([model.encode_image_pixels(images[i:i + 1]) for i in range(6)])
+    torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-5)  # eval mode: no batch statistics
+    save_clip(tmp_path / "clip", model)
+    loaded = load_clip(tmp_path / "clip")
+    assert loaded.config.vision_stem == "conv"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image_pixels(images), batch)
+    with pytest.raises(ValueError, match="'resnet'"):
+        TINY.with_(vision_stem="resnet")
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        TINY.with_(vision_stem="conv", image_size=18, patch_size=6)

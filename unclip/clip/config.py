@@ -21,6 +21,11 @@ class CLIPConfig:
     # sine-cosine table of MAE (He et al. 2022, after Vaswani et al. 2017), so that where a patch lies is legible
     # from the first step; it is trained either way, and loading weights replaces it.
     vision_position_init: str = "random"
+    # how the image becomes the token grid: "patch", CLIP's one linear projection per patch (the layout of
+    # OpenAI's and open_clip's ViTs), or "conv", a small stack of 3x3 convolutions with batch norm and ReLU down
+    # to the same grid (Xiao et al. 2021, "Early convolutions help transformers see better"), which learns
+    # shapes from far fewer examples (README, CLIP section)
+    vision_stem: str = "patch"
     # text tower: a causal transformer read out at the end-of-text token (CLIP §2.4)
     context_length: int = 24  # Shapes captions are at most 21 BPE tokens, + SOT and EOT
     vocab_size: int = 768  # a BPE trained on Shapes captions (byte symbols + merges + 2 specials)
@@ -37,6 +42,11 @@ class CLIPConfig:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.vision_position_init not in ("random", "sincos"):
             raise ValueError(f"vision_position_init must be 'random' or 'sincos', got {self.vision_position_init!r}")
+        if self.vision_stem not in ("patch", "conv"):
+            raise ValueError(f"vision_stem must be 'patch' or 'conv', got {self.vision_stem!r}")
+        if self.vision_stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.vision_width % 4):
+            raise ValueError(f"a conv stem needs a power-of-two patch_size and a vision_width divisible by 4, got "
+                             f"{self.patch_size} and {self.vision_width}")
         if self.activation not in ("gelu", "quick_gelu"):
             raise ValueError(f"activation must be 'gelu' or 'quick_gelu', got {self.activation!r}")
         for name in ("vision_width", "text_width"):
@@ -62,8 +72,13 @@ class CLIPConfig:
 _OPENAI = dict(context_length=77, vocab_size=49408, activation="quick_gelu", image_mean=OPENAI_MEAN,
                image_std=OPENAI_STD, image_size=224)
 PRESETS: dict[str, CLIPConfig] = {
-    # Shapes world, CPU: 32 px images in 8x8 patches of 4 px; ~1.6M parameters.
-    "tiny": CLIPConfig(),
+    # Shapes world, CPU: 32 px images on an 8x8 token grid (4 px cells) through a convolutional stem, 2 image
+    # layers starting from the sine-cosine position table; ~1.4M parameters. Against CLIP's patch projection with 4
+    # layers and random positions it trains 1.3x faster and, at 1,000 steps, lifts the 8-way from 0.536 to 0.824
+    # (README, CLIP section).
+    "tiny": CLIPConfig(vision_stem="conv", vision_layers=2, vision_position_init="sincos"),
+    # The first tiny image tower (CLIP's patch projection, 4 layers, random positions), kept to reproduce earlier runs.
+    "tiny-vit": CLIPConfig(),
     # The evaluation encoder (issue 9): another size and seed, never the one the decoder is conditioned on.
     "eval": CLIPConfig(embed_dim=96, image_size=64, patch_size=8, vision_width=160, vision_layers=4, vision_heads=5,
                        text_width=160, text_layers=3, text_heads=5),

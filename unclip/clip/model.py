@@ -40,12 +40,43 @@ def sincos_2d(*, grid: int, width: int) -> torch.Tensor:
     return torch.cat([rows, cols], dim=-1).reshape(grid * grid, width).float()
 
 
+class ConvStem(nn.Module):
+    """Image (B, 3, S, S) -> token grid (B, W, S/p, S/p) through 3x3 convolutions with batch norm and ReLU
+    (Xiao et al. 2021 §3): two at full resolution with W/4 channels, then one stride-2 convolution per halving
+    (channels doubling up to W), each but the last followed by a stride-1 one, and a final 1x1 projection.
+    For S=32, p=4, W=128: 3->32, 32->32, 32->64 /2, 64->64, 64->128 /2, 1x1."""
+
+    def __init__(self, *, width: int, patch_size: int):
+        super().__init__()
+        channels = width // 4
+        layers = self._block(3, channels, stride=1) + self._block(channels, channels, stride=1)
+        halvings = patch_size.bit_length() - 1
+        for k in range(halvings):
+            out = width if k == halvings - 1 else min(width, channels * 2)
+            layers += self._block(channels, out, stride=2)
+            if k < halvings - 1:
+                layers += self._block(out, out, stride=1)
+            channels = out
+        self.layers = nn.Sequential(*layers, nn.Conv2d(channels, width, kernel_size=1))
+
+    @staticmethod
+    def _block(cin: int, cout: int, *, stride: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
         width, grid = cfg.vision_width, cfg.image_size // cfg.patch_size
         scale = width ** -0.5
-        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        if cfg.vision_stem == "conv":
+            self.stem = ConvStem(width=width, patch_size=cfg.patch_size)
+        else:  # OpenAI's name for the patch projection, so their weights load
+            self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
         if cfg.vision_position_init == "sincos":
@@ -58,7 +89,7 @@ class VisionTransformer(nn.Module):
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x)  # (B, W, g, g)
+        x = self.stem(x) if hasattr(self, "stem") else self.conv1(x)  # (B, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, W)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (B, 1 + g*g, W)
@@ -89,7 +120,7 @@ class CLIP(nn.Module):
         if pixels.shape[-2:] != (size, size):
             raise ValueError(f"CLIP expects {size}x{size} images, got {tuple(pixels.shape[-2:])}")
         x = ((pixels + 1) / 2 - self.image_mean) / self.image_std
-        return self.visual(x.to(self.visual.conv1.weight.dtype))
+        return self.visual(x.to(self.visual.proj.dtype))
 
     def encode_text_sequence(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) token ids -> the text tower's per-token states (B, T, W) after ln_final, and a (B, T) bool
