@@ -118,12 +118,13 @@ def main() -> None:
     colour_w = torch.stack([F.normalize(classifier_weights(
         model, [f"{article(c)} {c} {s}" for s in SHAPES], templates=("{}",)).mean(0), dim=-1) for c in COLOURS])
     truth = [sample_scene("test", i).objects[0] for i in singles]
-    shape_acc = float((classify(model, single_images, shape_w) == torch.tensor(
-        [SHAPES.index(o.shape) for o in truth])).float().mean())
-    # the same question with the colour known: "a red {shape}" for each shape, the object's own colour
-    shape_given_colour = float(np.mean([int((model.encode_text([f"{article(o.colour)} {o.colour} {s}" for s in SHAPES])
-                                             @ F.normalize(model.encode_image_pixels(single_images[k:k + 1]), dim=-1)[0]
-                                             ).argmax()) == SHAPES.index(o.shape) for k, o in enumerate(truth)]))
+    shape_truth = torch.tensor([SHAPES.index(o.shape) for o in truth])
+    shape_acc = float((classify(model, single_images, shape_w) == shape_truth).float().mean())
+    # the same question with the colour known: the six prompts "a {its colour} {shape}" for each image
+    own_colour = model.encode_text([f"{article(o.colour)} {o.colour} {s}" for o in truth for s in SHAPES])
+    scores = torch.einsum("nse,ne->ns", own_colour.view(len(truth), len(SHAPES), -1),
+                          F.normalize(model.encode_image_pixels(single_images), dim=-1))  # (N, shapes)
+    shape_given_colour = float((scores.argmax(1) == shape_truth).float().mean())
     colour_acc = float((classify(model, single_images, colour_w) == torch.tensor(
         [list(COLOURS).index(o.colour) for o in truth])).float().mean())
 

@@ -28,32 +28,32 @@ from unclip.world import ShapesDataset, sample_scene
 from unclip.world.vocab import SHAPES
 from report import write_report
 
+LR = 1e-3
 TOWERS = {"patch": preset("tiny-vit"), "patch-sincos": preset("tiny-vit").with_(vision_position_init="sincos"),
           "conv": preset("tiny")}
 
 
 def single_objects(split: str, count: int, *, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(count, 3, S, S) images of the first `count` single-object scenes of `split`, and their shape labels."""
-    found, index = [], 0
+    found, index = [], 0  # (index, shape label)
     while len(found) < count:
-        if sample_scene(split, index).form == "single":
-            found.append(index)
+        scene = sample_scene(split, index)
+        if scene.form == "single":
+            found.append((index, SHAPES.index(scene.objects[0].shape)))
         index += 1
-    data = ShapesDataset(split, size=size, length=found[-1] + 1)
-    images = torch.stack([data[i][0] for i in found])
-    labels = torch.tensor([SHAPES.index(sample_scene(split, i).objects[0].shape) for i in found])
-    return images, labels
+    data = ShapesDataset(split, size=size, length=index)
+    return torch.stack([data[i][0] for i, _ in found]), torch.tensor([label for _, label in found])
 
 
 def train_tower(name: str, *, images, labels, test_images, test_labels, steps: int, batch: int = 128) -> dict:
     torch.manual_seed(0)
     tower = CLIP(TOWERS[name].with_(embed_dim=len(SHAPES))).visual
-    optimizer = torch.optim.AdamW(tower.parameters(), lr=1e-3, weight_decay=0.1, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(tower.parameters(), lr=LR, weight_decay=0.1, betas=(0.9, 0.98))
     curve, started = {}, time.time()
     for step in range(1, steps + 1):
         rows = torch.arange((step - 1) * batch, step * batch) % len(images)  # each example seen about once
         for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * min(1.0, step / 50)
+            group["lr"] = LR * min(1.0, step / 50)
         loss = F.cross_entropy(tower(images[rows]), labels[rows])
         optimizer.zero_grad()
         loss.backward()
