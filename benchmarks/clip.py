@@ -5,9 +5,11 @@
   the rest filled with further colour/shape/size/background changes); the 8-way accuracy, and per
   attribute how often the true caption out-scores that attribute's change.
 - Text -> image recall@1 among 100 test images (averaged over blocks of 100).
-- Zero-shot "which shape" / "which colour" on single-object test scenes: class prompts averaged over
-  the other attribute ("a red {shape}", "a blue {shape}", ...), normalised, as open_clip does; and shape
-  with the colour known (the six prompts "a {its colour} {shape}").
+- Zero-shot "which shape" / "which colour" on single-object test scenes, two ways over the same prompts (a
+  class's prompts run over the other attribute: "a red {shape}", "a blue {shape}", ...): averaged and
+  normalised, as open_clip does; and marginalised, p(shape | image) = sum over colours of the softmax over all
+  48 colour-shape prompts (unclip.clip.classify_marginal). And shape with the colour known (the six prompts
+  "a {its colour} {shape}").
 - Diagnostics of where layout is lost: R^2 of a linear probe (least squares) from z_i to the object's
   centre (x, y) on single-object scenes, fitted on train scenes, measured on the test ones (does the
   image embedding know where the object is?), the accuracy of a linear probe from z_i to the object's
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unclip.clip import classifier_weights, classify, load_clip, recall_at_k
+from unclip.clip import classifier_weights, classify, classify_marginal, load_clip, recall_at_k
 from unclip.world import ATTRIBUTES, ShapesDataset, perturb, sample_scene
 from unclip.world.vocab import COLOURS, SHAPES
 from report import write_report
@@ -125,8 +127,12 @@ def main() -> None:
     scores = torch.einsum("nse,ne->ns", own_colour.view(len(truth), len(SHAPES), -1),
                           F.normalize(model.encode_image_pixels(single_images), dim=-1))  # (N, shapes)
     shape_given_colour = float((scores.argmax(1) == shape_truth).float().mean())
-    colour_acc = float((classify(model, single_images, colour_w) == torch.tensor(
-        [list(COLOURS).index(o.colour) for o in truth])).float().mean())
+    colour_truth = torch.tensor([list(COLOURS).index(o.colour) for o in truth])
+    colour_acc = float((classify(model, single_images, colour_w) == colour_truth).float().mean())
+    shape_marginal = float((classify_marginal(model, single_images, [
+        [f"{article(c)} {c} {s}" for c in COLOURS] for s in SHAPES]) == shape_truth).float().mean())
+    colour_marginal = float((classify_marginal(model, single_images, [
+        [f"{article(c)} {c} {s}" for s in SHAPES] for c in COLOURS]) == colour_truth).float().mean())
 
     probe = probes(model, size, test_images=single_images, test_truth=truth)
     position_r2 = probe["position_r2"]
@@ -144,8 +150,9 @@ def main() -> None:
         if pair_n[a]:
             print(f"{a:<20}{pair_n[a]:>6}{pair_right[a] / pair_n[a]:>11.3f}")
     print(f"text -> image recall@1 among 100: {recall:.3f} (target >= 0.80)")
-    print(f"zero-shot shape on {len(singles)} single-object scenes: {shape_acc:.3f}; colour: {colour_acc:.3f} "
-          f"(target >= 0.98); shape with the colour known: {shape_given_colour:.3f}")
+    print(f"zero-shot on {len(singles)} single-object scenes (target >= 0.98), marginalised over the other "
+          f"attribute: shape {shape_marginal:.3f}, colour {colour_marginal:.3f}; prompts averaged: shape "
+          f"{shape_acc:.3f}, colour {colour_acc:.3f}; shape with the colour known: {shape_given_colour:.3f}")
     print(f"z_i -> object centre, linear probe R^2 on test single objects: x {position_r2[0]:.3f}, "
           f"y {position_r2[1]:.3f}; shape read linearly from z_i: {probe['shape_accuracy']:.3f}")
     print(f"cos(z_t) of captions differing in left/right: position "
@@ -153,7 +160,8 @@ def main() -> None:
     report = {"benchmark": "clip", "model": args.model, "n": args.n, "eight_way": eight_way,
               "pairwise_by_attribute": {a: pair_right[a] / pair_n[a] for a in ATTRIBUTES if pair_n[a]},
               "pairs_by_attribute": pair_n, "recall_at_1_among_100": recall, "zeroshot_shape": shape_acc,
-              "zeroshot_colour": colour_acc, "zeroshot_shape_given_colour": shape_given_colour,
+              "zeroshot_colour": colour_acc, "zeroshot_shape_marginal": shape_marginal,
+              "zeroshot_colour_marginal": colour_marginal, "zeroshot_shape_given_colour": shape_given_colour,
               "position_probe_r2": {"x": position_r2[0], "y": position_r2[1]},
               "shape_probe_accuracy": probe["shape_accuracy"],
               "left_right_text_cos": side_cos, "seconds": round(time.time() - started, 1)}

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from unclip.clip import (
-    CLIP, CLIPConfig, classifier_weights, classify, contrastive_loss, load_clip, load_openai_state_dict,
-    load_pretrained, recall_at_k, save_clip,
+    CLIP, CLIPConfig, classifier_weights, classify, classify_marginal, contrastive_loss, load_clip,
+    load_openai_state_dict, load_pretrained, marginal_class_scores, recall_at_k, save_clip,
 )
 from unclip.clip.weights import config_from_openai
 from unclip.tokenizer import Tokenizer
@@ -148,6 +148,30 @@ def test_public_api_normalises_and_round_trips(tmp_path):
     assert recall_at_k(z_i, z_i, k=1) == 1.0
     weights = classifier_weights(model, ["red circle", "blue square"])
     assert weights.shape == (2, 16) and classify(model, model.preprocess(images), weights).shape == (3,)
+    prompts = [["a red circle", "a blue circle"], ["a red square", "a blue square"]]
+    assert classify_marginal(model, model.preprocess(images), prompts).shape == (3,)
+    with pytest.raises(ValueError, match=r"same number of context prompts, got \[1, 2\]"):
+        classify_marginal(model, model.preprocess(images), [["a red circle"], ["a red square", "a blue square"]])
+
+
+def test_marginal_scores_sum_over_contexts_where_averaging_is_outvoted():
+    # Class 0's prompt in context 0 is the image itself; its other prompt points the opposite way, so its averaged
+    # embedding is zero. Class 1's two prompts both lean part way towards the image (cos 0.6): averaging picks
+    # class 1, but the class that holds the matching compound prompt carries the probability mass.
+    e = torch.eye(4)
+    image = e[:1]
+    lean = lambda k: F.normalize(e[0] + 1.33 * e[k], dim=0)  # noqa: E731
+    weights = torch.stack([torch.stack([e[0], -e[0]]), torch.stack([lean(1), lean(2)])])
+    averaged = F.normalize(weights.mean(1), dim=-1)
+    assert (image @ averaged.t()).argmax().item() == 1
+    scores = marginal_class_scores(image, weights, logit_scale=20.0)
+    assert scores.argmax().item() == 0
+    # known answer: log of the summed softmax over the four compound logits
+    logits = 20.0 * (image @ weights.flatten(0, 1).t())[0]
+    p = logits.softmax(0)
+    assert torch.allclose(scores[0].exp(), torch.stack([p[:2].sum(), p[2:].sum()]), atol=1e-6)
+    with pytest.raises(ValueError, match=r"weights \(C, K, E\)"):
+        marginal_class_scores(image, weights[0], logit_scale=20.0)
 
 
 def test_real_presets_have_openai_shapes():
