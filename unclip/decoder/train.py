@@ -138,6 +138,9 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
         else:  # its own caption encoder reads the CLIP's token ids
             encoder = encoder.with_(vocab_size=clip.config.vocab_size, context_length=clip.config.context_length)
             cfg = cfg.with_(unet=cfg.unet.with_(clip_dim=image_dim, text_width=encoder.width), caption_encoder=encoder)
+        # Seeded again here so the decoder's initial weights do not depend on how many random numbers building the
+        # CLIP drew (a conv-stem CLIP draws a different count than a patch one): A/B runs across CLIPs start equal.
+        torch.manual_seed(recipe.train.seed)
         model, loss_fn = Decoder(cfg), decoder_loss(clip)
         hooks.append(sample_grid_hook(_decoder_grid(clip, recipe.sample_steps, 6), ["real"] * 6 + ["decoded"] * 6,
                                       columns=6))
