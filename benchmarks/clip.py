@@ -8,7 +8,7 @@
 - Zero-shot "which shape" / "which colour" on single-object test scenes, two ways over the same prompts (a
   class's prompts run over the other attribute: "a red {shape}", "a blue {shape}", ...): averaged and
   normalised, as open_clip does; and marginalised, p(shape | image) = sum over colours of the softmax over all
-  48 colour-shape prompts (unclip.clip.classify_marginal). And shape with the colour known (the six prompts
+  48 colour-shape prompts (unclip.clip.marginal_class_scores). And shape with the colour known (the six prompts
   "a {its colour} {shape}").
 - Diagnostics of where layout is lost: R^2 of a linear probe (least squares) from z_i to the object's
   centre (x, y) on single-object scenes, fitted on train scenes, measured on the test ones (does the
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unclip.clip import classifier_weights, classify, classify_marginal, load_clip, recall_at_k
+from unclip.clip import load_clip, marginal_class_scores, recall_at_k
 from unclip.world import ATTRIBUTES, ShapesDataset, perturb, sample_scene
 from unclip.world.vocab import COLOURS, SHAPES
 from report import write_report
@@ -115,24 +115,24 @@ def main() -> None:
     # Prompts are captions of the world's grammar ("a red circle", "an orange star"): the text tower
     # has only seen such captions, so a bare "red circle" would test it out of distribution.
     article = lambda colour: "an" if colour[0] in "aeiou" else "a"
-    shape_w = torch.stack([F.normalize(classifier_weights(
-        model, [f"{article(c)} {c} {s}" for c in COLOURS], templates=("{}",)).mean(0), dim=-1) for s in SHAPES])
-    colour_w = torch.stack([F.normalize(classifier_weights(
-        model, [f"{article(c)} {c} {s}" for s in SHAPES], templates=("{}",)).mean(0), dim=-1) for c in COLOURS])
+    # every prompt "a {colour} {shape}" encoded once: (shapes, colours, E), unit rows
+    grid = model.encode_text([f"{article(c)} {c} {s}" for s in SHAPES for c in COLOURS]).view(
+        len(SHAPES), len(COLOURS), -1)
+    z_single = F.normalize(model.encode_image_pixels(single_images), dim=-1)  # (N, E)
     truth = [sample_scene("test", i).objects[0] for i in singles]
     shape_truth = torch.tensor([SHAPES.index(o.shape) for o in truth])
-    shape_acc = float((classify(model, single_images, shape_w) == shape_truth).float().mean())
-    # the same question with the colour known: the six prompts "a {its colour} {shape}" for each image
-    own_colour = model.encode_text([f"{article(o.colour)} {o.colour} {s}" for o in truth for s in SHAPES])
-    scores = torch.einsum("nse,ne->ns", own_colour.view(len(truth), len(SHAPES), -1),
-                          F.normalize(model.encode_image_pixels(single_images), dim=-1))  # (N, shapes)
-    shape_given_colour = float((scores.argmax(1) == shape_truth).float().mean())
     colour_truth = torch.tensor([list(COLOURS).index(o.colour) for o in truth])
-    colour_acc = float((classify(model, single_images, colour_w) == colour_truth).float().mean())
-    shape_marginal = float((classify_marginal(model, single_images, [
-        [f"{article(c)} {c} {s}" for c in COLOURS] for s in SHAPES]) == shape_truth).float().mean())
-    colour_marginal = float((classify_marginal(model, single_images, [
-        [f"{article(c)} {c} {s}" for s in SHAPES] for c in COLOURS]) == colour_truth).float().mean())
+    accuracy = lambda scores, labels: float((scores.argmax(1) == labels).float().mean())  # noqa: E731
+    # open_clip's class vectors: each class's prompts (over the other attribute) averaged, normalised
+    shape_acc = accuracy(z_single @ F.normalize(grid.mean(1), dim=-1).t(), shape_truth)
+    colour_acc = accuracy(z_single @ F.normalize(grid.mean(0), dim=-1).t(), colour_truth)
+    # marginalised over the other attribute: the softmax over all 48 prompts at CLIP's temperature, summed
+    scale = float(model.scale)
+    shape_marginal = accuracy(marginal_class_scores(z_single, grid, logit_scale=scale), shape_truth)
+    colour_marginal = accuracy(marginal_class_scores(z_single, grid.transpose(0, 1), logit_scale=scale), colour_truth)
+    # the same question with the colour known: the six prompts "a {its colour} {shape}" for each image
+    shape_given_colour = accuracy(torch.einsum("nse,ne->ns", grid[:, colour_truth].transpose(0, 1), z_single),
+                                  shape_truth)
 
     probe = probes(model, size, test_images=single_images, test_truth=truth)
     position_r2 = probe["position_r2"]

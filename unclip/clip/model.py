@@ -137,11 +137,16 @@ class CLIP(nn.Module):
         eot = mask.sum(dim=1) - 1
         return x[torch.arange(len(x), device=x.device), eot] @ self.text_projection
 
+    @property
+    def scale(self) -> torch.Tensor:
+        """The logit scale exp(t) that multiplies cosine similarities, clamped at 100 (CLIP §2.5)."""
+        return self.logit_scale.exp().clamp(max=100)
+
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised image and text embeddings (B, E) and the logit scale exp(t), clamped at 100 (CLIP §2.5)."""
+        """Normalised image and text embeddings (B, E) and the logit scale (`scale`)."""
         image = F.normalize(self.encode_image_pixels(pixels), dim=-1)
         text = F.normalize(self.encode_text_tokens(tokens), dim=-1)
-        return image, text, self.logit_scale.exp().clamp(max=100)
+        return image, text, self.scale
 
     # ----- public API ---------------------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -53,8 +53,7 @@ def classify_marginal(model: CLIP, pixels: torch.Tensor, prompts: Sequence[Seque
     if len(sizes) != 1:
         raise ValueError(f"every class needs the same number of context prompts, got {sorted(sizes)}")
     text = model.encode_text([p for row in prompts for p in row]).view(len(prompts), sizes.pop(), -1)  # (C, K, E)
-    scale = float(model.logit_scale.exp().clamp(max=100))
-    return marginal_class_scores(model.encode_image_pixels(pixels), text, logit_scale=scale).argmax(dim=-1)
+    return marginal_class_scores(model.encode_image_pixels(pixels), text, logit_scale=float(model.scale)).argmax(dim=-1)
 
 
 def recall_at_k(query: torch.Tensor, keys: torch.Tensor, k: int = 1) -> float:
