@@ -119,6 +119,24 @@ def test_min_snr_weights():
     assert torch.allclose(min_snr_weight("v", snr, 5.0), torch.tensor([1.0, 1 / 3, 5 / 6, 5 / 51], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (0.7, 1.2)])
+def test_logit_normal_timesteps_follow_their_distribution(mean, std):
+    """P(t < k) = P(sigmoid(m + s n) < k / T) = Phi((logit(k / T) - m) / s), checked at five points; uniform stays
+    uniform and every timestep stays in range."""
+    cfg = DiffusionConfig(timestep_sampling="logit-normal", timestep_logit_mean=mean, timestep_logit_std=std)
+    t = GaussianDiffusion(cfg).sample_timesteps(200_000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and int(t.min()) >= 0 and int(t.max()) <= 999
+    for k in (100, 300, 500, 700, 900):
+        expected = 0.5 * (1 + math.erf((math.log(k / (1000 - k)) - mean) / std / math.sqrt(2)))
+        assert abs(float((t < k).double().mean()) - expected) < 0.005, k
+    u = GaussianDiffusion(DiffusionConfig()).sample_timesteps(200_000, generator=torch.Generator().manual_seed(0))
+    assert abs(float((u < 300).double().mean()) - 0.3) < 0.005
+    with pytest.raises(ValueError, match="timestep_sampling 'beta'"):
+        DiffusionConfig(timestep_sampling="beta")
+    with pytest.raises(ValueError, match="timestep_logit_std must be positive, got 0"):
+        DiffusionConfig(timestep_sampling="logit-normal", timestep_logit_std=0)
+
+
 def test_training_loss_is_the_mse_to_the_right_target():
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(8, 3, dtype=torch.float64)

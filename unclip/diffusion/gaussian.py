@@ -18,6 +18,7 @@ from .likelihood import discretized_gaussian_log_likelihood, gaussian_log_likeli
 from .params import PREDICTIONS, min_snr_weight, target, to_x0_eps
 from .schedule import Schedule, make_schedule
 
+TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t: LongTensor (B,)) -> output
 
 
@@ -31,6 +32,11 @@ class DiffusionConfig:
     min_snr_gamma: float | None = None  # Hang et al. 2023: weight the MSE by min(SNR, gamma) (in x0 terms)
     vlb_weight: float = 0.001  # lambda of L_hybrid = L_simple + lambda * L_vlb (Improved DDPM §3.1)
     images: bool = True  # data are 8-bit images in [-1, 1] (discretised decoder term) or continuous vectors
+    # Training timesteps: "uniform", t ~ U{0..T-1} (DDPM), or "logit-normal", t = floor(T sigmoid(m + s n)) with
+    # n ~ N(0, 1) (Esser et al. 2024, §3.1: training time spent where the conditioning decides the image).
+    timestep_sampling: str = "uniform"
+    timestep_logit_mean: float = 0.0  # m
+    timestep_logit_std: float = 1.0  # s
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -41,6 +47,11 @@ class DiffusionConfig:
             raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
         if self.vlb_weight < 0:
             raise ValueError(f"vlb_weight must be >= 0, got {self.vlb_weight}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLING:
+            raise ValueError(f"unknown timestep_sampling {self.timestep_sampling!r}: expected one of "
+                             f"{', '.join(TIMESTEP_SAMPLING)}")
+        if not self.timestep_logit_std > 0:
+            raise ValueError(f"timestep_logit_std must be positive, got {self.timestep_logit_std}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -186,5 +197,10 @@ class GaussianDiffusion:
         return terms
 
     def sample_timesteps(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """Uniform training timesteps t ~ U{0, ..., T-1}, shape (B,)."""
-        return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device)
+        """Training timesteps (B,) in {0, ..., T-1}: uniform, or logit-normal (DiffusionConfig.timestep_sampling)."""
+        cfg = self.config
+        if cfg.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device)
+        n = torch.randn(batch, generator=generator, device=device)
+        u = torch.sigmoid(cfg.timestep_logit_mean + cfg.timestep_logit_std * n)  # in (0, 1): the fraction of T
+        return (u * self.num_steps).long().clamp_(0, self.num_steps - 1)
