@@ -38,7 +38,7 @@ def batched(fn, n: int, batch: int = 250) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", default="runs/clip-tiny/model")
-    parser.add_argument("--prior", default="runs/prior-tiny/model", help="diffusion prior directory")
+    parser.add_argument("--prior", default="runs/prior-tiny/model", help="diffusion prior directory ('' to skip)")
     parser.add_argument("--ar-prior", default="runs/ar-prior-tiny/model", help="autoregressive prior ('' to skip)")
     parser.add_argument("--n", type=int, default=1000, help="test captions")
     parser.add_argument("--steps", type=int, default=64, help="diffusion prior steps for the main table")
@@ -58,9 +58,10 @@ def main() -> None:
               "rows": {}, "nfe_curve": []}
 
     rows = [("text-embedding", None, {})]
-    prior = load_prior(args.prior)
-    rows.append(("diffusion", prior, dict(steps=args.steps, sampler="ddim", guidance_scale=args.guidance,
-                                          best_of=2)))
+    prior = load_prior(args.prior) if args.prior else None
+    if prior is not None:
+        rows.append(("diffusion", prior, dict(steps=args.steps, sampler="ddim", guidance_scale=args.guidance,
+                                              best_of=2)))
     if args.ar_prior:
         ar = load_prior(args.ar_prior)
         rows.append(("ar", ar, dict(guidance_scale=args.guidance)))
@@ -84,9 +85,10 @@ def main() -> None:
         print(f"{name:<16}{m['cos_true']:>10.3f}{m['cos_text']:>9.3f}{m['cos_text_gap']:>+8.3f}"
               f"{m['cos_unrelated_text']:>11.3f}{m['recall_at_1_among_100']:>9.3f}{seconds * 1e3:>9.1f}ms")
 
-    print(f"\ndiffusion prior vs sampling steps (best-of-1, guidance {args.guidance})")
-    print(f"{'sampler':<8}{'NFE':>5}{'cos true':>10}{'R@1/100':>9}")
-    for sampler in ("ddim", "dpm++"):
+    if prior is not None:
+        print(f"\ndiffusion prior vs sampling steps (best-of-1, guidance {args.guidance})")
+        print(f"{'sampler':<8}{'NFE':>5}{'cos true':>10}{'R@1/100':>9}")
+    for sampler in ("ddim", "dpm++") if prior is not None else ():
         for steps in (4, 8, 16, 32, 64):
             g = torch.Generator().manual_seed(0)
             pred = batched(lambda sl: image_embeddings("diffusion", clip=clip, captions=captions[sl], prior=prior,
