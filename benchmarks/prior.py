@@ -88,16 +88,16 @@ def main() -> None:
     if prior is not None:
         print(f"\ndiffusion prior vs sampling steps (best-of-1, guidance {args.guidance})")
         print(f"{'sampler':<8}{'NFE':>5}{'cos true':>10}{'R@1/100':>9}")
-    for sampler in ("ddim", "dpm++") if prior is not None else ():
-        for steps in (4, 8, 16, 32, 64):
-            g = torch.Generator().manual_seed(0)
-            pred = batched(lambda sl: image_embeddings("diffusion", clip=clip, captions=captions[sl], prior=prior,
-                                                       generator=g, steps=steps, sampler=sampler,
-                                                       guidance_scale=args.guidance, best_of=1), args.n)
-            m = metrics(pred, true, z_t)
-            nfe = steps * (1 if args.guidance == 1 else 2)
-            report["nfe_curve"].append({"sampler": sampler, "steps": steps, "nfe": nfe} | m)
-            print(f"{sampler:<8}{nfe:>5}{m['cos_true']:>10.3f}{m['recall_at_1_among_100']:>9.3f}")
+        for sampler in ("ddim", "dpm++"):
+            for steps in (4, 8, 16, 32, 64):
+                g = torch.Generator().manual_seed(0)
+                pred = batched(lambda sl: image_embeddings("diffusion", clip=clip, captions=captions[sl], prior=prior,
+                                                           generator=g, steps=steps, sampler=sampler,
+                                                           guidance_scale=args.guidance, best_of=1), args.n)
+                m = metrics(pred, true, z_t)
+                nfe = steps * (1 if args.guidance == 1 else 2)
+                report["nfe_curve"].append({"sampler": sampler, "steps": steps, "nfe": nfe} | m)
+                print(f"{sampler:<8}{nfe:>5}{m['cos_true']:>10.3f}{m['recall_at_1_among_100']:>9.3f}")
     if "pca" in report:
         p = report["pca"]
         print(f"\nAR prior codebook: {p['components']} of {p['embed_dim']} PCA components; cos(reconstruction, z_i) "
