@@ -120,6 +120,22 @@ def test_text_encoder_is_causal_and_reads_the_end_token():
         assert not torch.allclose(model.encode_text_tokens(tokens), model.encode_text_tokens(changed), atol=1e-4)
 
 
+def test_length_buckets_give_the_full_width_features_in_input_order():
+    torch.manual_seed(0)
+    model = CLIP(TINY)
+    lengths = torch.randint(2, 13, (100,))  # SOT .. EOT spans of every length, shuffled
+    tokens = torch.randint(1, 500, (100, 12)) * (torch.arange(12) < lengths[:, None])
+    tokens[torch.arange(100), lengths - 1] = 599  # EOT, the largest id
+    full = model.encode_text_tokens(tokens, length_buckets=1)
+    grad_full = torch.autograd.grad(full.square().sum(), model.transformer.parameters())
+    for buckets in (2, 3, 8):
+        cut = model.encode_text_tokens(tokens, length_buckets=buckets)
+        assert torch.allclose(cut, full, atol=1e-5), buckets
+        grad_cut = torch.autograd.grad(cut.square().sum(), model.transformer.parameters())
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grad_cut, grad_full)), buckets
+    assert model.encode_text_tokens(tokens[:0]).shape == (0, TINY.embed_dim)
+
+
 def test_contrastive_loss_known_values():
     e = torch.eye(4, dtype=torch.float64)
     scale = torch.tensor(10.0, dtype=torch.float64)

@@ -131,11 +131,23 @@ class CLIP(nn.Module):
         x = self.ln_final(self.transformer(x, causal=True))
         return x, real_token_mask(tokens)
 
-    def encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, context) token ids -> (B, E) text features (not normalised), read at the end-of-text token."""
-        x, mask = self.encode_text_sequence(tokens)
-        eot = mask.sum(dim=1) - 1
-        return x[torch.arange(len(x), device=x.device), eot] @ self.text_projection
+    def encode_text_tokens(self, tokens: torch.Tensor, *, length_buckets: int = 4) -> torch.Tensor:
+        """(B, context) token ids -> (B, E) text features (not normalised), read at the end-of-text token.
+
+        The tower is causal, so the padding after EOT never reaches the EOT state: captions are run in up to
+        `length_buckets` groups of similar length (at least 32 captions each), each cut to its own longest. The
+        features are those of the full-width pass to float rounding; on Shapes captions (13 of 24 positions
+        used on average) the text tower does about 40% less work (README, CLIP section)."""
+        if len(tokens) == 0:
+            return self.text_projection.new_zeros(0, self.config.embed_dim)
+        lengths = real_token_mask(tokens).sum(dim=1)  # (B,) SOT through EOT
+        order = lengths.argsort()
+        parts = []
+        for rows in order.tensor_split(max(1, min(length_buckets, len(tokens) // 32))):  # each (b,)
+            width = int(lengths[rows].max())
+            x, _ = self.encode_text_sequence(tokens[rows, :width])  # (b, width, W)
+            parts.append(x[torch.arange(len(rows), device=x.device), lengths[rows] - 1])  # (b, W) at EOT
+        return torch.cat(parts)[order.argsort()] @ self.text_projection  # back to the input order; (B, E)
 
     @property
     def scale(self) -> torch.Tensor:

@@ -45,7 +45,8 @@ class CLIPRecipe:
 TINY_NEGATIVE_WEIGHTS = (0.5, 3.0, 1.0, 2.0, 4.0, 3.0, 0.25)
 
 RECIPES: dict[str, CLIPRecipe] = {
-    # Sized for the budget: 16.5 minutes on a 2-core CPU (limit 20), the conv-stem image tower of preset
+    # Sized for the budget (20 minutes): 16.5 to 27 minutes on 2-core VMs of the same kind, whose speed
+    # varies (README; 1,200 steps fit but miss the accuracy: 8-way 0.884), the conv-stem image tower of preset
     # "tiny". Negatives weighted towards what a short run reads worst (shape, relation, position; colour and
     # background are read perfectly within a few hundred steps), temperature started at 30: measured 8-way 0.912,
     # recall@1 0.957 (README, CLIP section); on the patch tower, 1,000 steps, weighting and temperature took the
