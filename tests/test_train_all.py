@@ -41,10 +41,12 @@ def test_train_all_then_rerun(tmp_path, monkeypatch):
     monkeypatch.setitem(decoder_train.STAGE_OF, "micro-up", "upsampler")
     monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
                                                                decoder="micro", upsamplers=("micro-up",),
-                                                               sampling=ta.PipelineConfig()))
+                                                               sampling=ta.PipelineConfig(), decoder_steps=1))
     logs = []
     out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)
     assert len(logs) == 5 and out == tmp_path / "pipeline"
+    # the decoder stopped at the preset's decoder_steps (1), short of its recipe's 2 steps
+    assert [p.name for p in (tmp_path / "decoder" / "checkpoints").iterdir()] == ["step-00000001"]
     pipe = UnCLIP.from_pretrained(out)
     assert pipe.sizes == [16, 32] and pipe.prior is not None and pipe.ar_prior is not None
     first = {k: v.clone() for k, v in pipe.decoder.state_dict().items()}

@@ -57,7 +57,7 @@ _TINY_16 = DecoderConfig(unet=UNetConfig(model_channels=16, head_channels=16),
 RECIPES: dict[str, DecoderRecipe] = {
     # 3.4M parameters at 32 px; 41 samples/s with 2 threads on this 2-core CPU (about 65 minutes alone).
     "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=_TINY_TRAIN),
-    # The same decoder for twice the steps: the shipped shapes-tiny decoder (whose first 3,250 steps ran under "tiny").
+    # The same decoder for twice the steps: the shapes-tiny decoder until 2026-11-24 (first 3,250 steps under "tiny").
     "tiny-long": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=replace(_TINY_TRAIN, steps=10000)),
     # The GLIDE-style baseline (issue 9; Nichol et al. 2021): the same decoder and recipe, conditioned on the
     # caption alone (no z_i), with GLIDE's 20% caption dropout for classifier-free guidance.
@@ -75,12 +75,13 @@ RECIPES: dict[str, DecoderRecipe] = {
     # "tiny" at half the width (model_channels 16, 0.94M parameters) with the plain v loss: 3.3x the training
     # samples/s, so its 16,500-step schedule costs what tiny's 5,000 do. Read at step 5,000 (tiny's compute at step
     # 1,500, same place in the learning-rate schedule) it draws what tiny draws at step 5,000: counts 0.453, colours
-    # 0.327, shapes 0.037 (README, decoder section). Not yet the shipped decoder's recipe.
+    # 0.327, shapes 0.037 (README, decoder section).
     "tiny-16": DecoderRecipe(model=_TINY_16, train=replace(_TINY_TRAIN, steps=16500, checkpoint_every=500)),
     # "tiny-16" with one residual block a level instead of two (0.68M parameters): 5.4x tiny's training samples/s,
     # its 27,000-step schedule costs what tiny's 5,000 do. Read at step 8,000 (tiny's compute at step 1,500) it is
     # the best decoder measured here: 0.077 correct, singles 0.215, counts 0.517, colours 0.397, shapes 0.110, lone
-    # objects placed better than chance (0.276 vs 0.323), above the shipped tiny-long at 10,000 steps (README).
+    # objects placed better than chance (0.276 vs 0.323), above tiny-long at 10,000 steps (README). Stopped at step
+    # 20,000 it is the shipped shapes-tiny decoder: 0.260 correct from true z_i (EMA), singles 0.582.
     "tiny-16-rb1": DecoderRecipe(model=_TINY_16.with_(unet=_TINY_16.unet.with_(num_res_blocks=1)),
                                  train=replace(_TINY_TRAIN, steps=27000, checkpoint_every=1000)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
