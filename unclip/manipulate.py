@@ -45,13 +45,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, theta: float | torch.Tensor) -> torc
     return out.to(a.dtype).reshape(shape)
 
 
+# Inversion and the decodes that start from its x_T run unguided. DDIM inversion under classifier-free guidance
+# drifts (Mokady et al. 2023, null-text inversion §3): measured on the shipped pipeline (benchmarks/manipulations.py,
+# 30 sources), the eta = 0 round trip is scored correct 0.033 at the pipeline's guidance 3 and 0.933 unguided.
+MANIPULATION_GUIDANCE = 1.0
+
+
 @torch.no_grad()
 def encode_images(pipe: UnCLIP, images: Sequence[Image.Image], *, steps: int | None = None,
                   fixed_point_iters: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """The bipartite latent of each image: (z_i (B, E) unit-norm, x_T (B, 3, S, S)) at the decoder's size S.
 
-    x_T comes from DDIM inversion of the decoder conditioned on z_i alone (no caption), with the
-    pipeline's decoder guidance, refined by `fixed_point_iters` per step so decoding it returns the image.
+    x_T comes from DDIM inversion of the decoder conditioned on z_i alone (no caption), unguided
+    (MANIPULATION_GUIDANCE), refined by `fixed_point_iters` per step so decoding it returns the image.
     """
     if not images:
         raise ValueError("no images given")
@@ -60,7 +66,7 @@ def encode_images(pipe: UnCLIP, images: Sequence[Image.Image], *, steps: int | N
     size = pipe.decoder.config.image_size
     x0 = torch.stack([to_tensor(im.convert("RGB"), size) for im in images]).to(device)
     cfg = pipe.config.decoder
-    model_fn = pipe.decoder.denoiser(image_embedding=z_i, guidance_scale=cfg.guidance_scale)
+    model_fn = pipe.decoder.denoiser(image_embedding=z_i, guidance_scale=MANIPULATION_GUIDANCE)
     x_T = ddim_invert(model_fn, pipe.decoder.diffusion, x0, steps=steps or cfg.steps,
                       fixed_point_iters=fixed_point_iters)
     return z_i, x_T
@@ -77,7 +83,7 @@ def variations(pipe: UnCLIP, image: Image.Image, *, n: int = 4, eta: float = 0.8
     z_i, x_T = encode_images(pipe, [image], steps=steps)
     generator = torch.Generator(pipe.device).manual_seed(seed)
     return pipe.decode(z_i.expand(n, -1), x_T=x_T.expand(n, -1, -1, -1).clone(), eta=eta, generator=generator,
-                       steps=steps)
+                       steps=steps, guidance_scale=MANIPULATION_GUIDANCE)
 
 
 @torch.no_grad()
@@ -95,7 +101,8 @@ def interpolate(pipe: UnCLIP, image_a: Image.Image, image_b: Image.Image, *, ste
         noise = torch.randn(x_T[:1].shape, generator=generator, device=z.device).expand(steps, -1, -1, -1).clone()
     else:
         noise = slerp(x_T[:1].expand(steps, -1, -1, -1), x_T[1:].expand(steps, -1, -1, -1), thetas)
-    return pipe.decode(z_path, x_T=noise, generator=generator, steps=decoder_steps)
+    return pipe.decode(z_path, x_T=noise, generator=generator, steps=decoder_steps,
+                       guidance_scale=MANIPULATION_GUIDANCE)
 
 
 @torch.no_grad()
@@ -115,4 +122,5 @@ def text_diff(pipe: UnCLIP, image: Image.Image, *, old: str, new: str, steps: in
     z_i, x_T = encode_images(pipe, [image], steps=decoder_steps)
     thetas = torch.linspace(0, max_theta, steps, device=z_i.device)
     z_path = F.normalize(slerp(z_i.expand(steps, -1), z_d[None].expand(steps, -1), thetas), dim=-1)
-    return pipe.decode(z_path, x_T=x_T.expand(steps, -1, -1, -1).clone(), steps=decoder_steps)
+    return pipe.decode(z_path, x_T=x_T.expand(steps, -1, -1, -1).clone(), steps=decoder_steps,
+                       guidance_scale=MANIPULATION_GUIDANCE)
