@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from unclip.data.images import to_pil
-from unclip.manipulate import encode_images, text_diff
+from unclip.manipulate import MANIPULATION_GUIDANCE, decode_latent, encode_images, text_diff
 from unclip.pipeline import UnCLIP
 from unclip.world import render, sample_scene, score_image
 from unclip.world.parse import parse_image
@@ -69,14 +69,14 @@ def main() -> None:
     for i in tqdm(range(args.n), desc="variations"):
         scene = sample_scene("test", i)
         source = render(scene, size)
-        # One inversion (what manipulate.variations does), decoded at eta = 0 (the reconstruction) and
-        # K times at the benchmark's eta.
+        # One inversion (what manipulate.variations does), decoded as it decodes at eta = 0 (the reconstruction)
+        # and K times at the benchmark's eta.
         z_i, x_T = encode_images(pipe, [source])
-        recon = pipe.decode(z_i, x_T=x_T.clone(), eta=0.0)
+        recon = decode_latent(pipe, z_i, x_T.clone(), eta=0.0)
         good = score_image(to_pil(recon[0]), scene.caption).correct
         generator = torch.Generator(pipe.device).manual_seed(i)
-        images = pipe.decode(z_i.expand(args.k, -1), x_T=x_T.expand(args.k, -1, -1, -1).clone(), eta=args.eta,
-                             generator=generator)
+        images = decode_latent(pipe, z_i.expand(args.k, -1), x_T.expand(args.k, -1, -1, -1).clone(), eta=args.eta,
+                               generator=generator)
         right = sum(score_image(to_pil(im), scene.caption).correct for im in images)
         kept += right
         recon_right += good
@@ -102,8 +102,8 @@ def main() -> None:
     diff = {"images": args.n_diff, "max_theta": args.max_theta, "colour_flipped": flipped / args.n_diff,
             "scored_correct": scored / args.n_diff, "first_frame_red": starts_red / args.n_diff}
 
-    print(f"model {args.model}: decoder {size} px, {pipe.config.decoder.steps} DDIM steps, "
-          f"guidance {pipe.config.decoder.guidance_scale}")
+    print(f"model {args.model}: decoder {size} px, {pipe.config.decoder.steps} DDIM steps, guidance "
+          f"{MANIPULATION_GUIDANCE} (the manipulations'; the pipeline's: {pipe.config.decoder.guidance_scale})")
     print(f"variations (eta {args.eta}), {args.n} real test images x {args.k}:")
     print(f"  eta=0 reconstruction scored correct      {var['reconstruction_correct']:.3f}")
     print(f"  variations scored correct, all sources   {var['kept_all']:.3f}")

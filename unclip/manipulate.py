@@ -45,7 +45,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, theta: float | torch.Tensor) -> torc
     return out.to(a.dtype).reshape(shape)
 
 
-# Inversion and the decodes that start from its x_T run unguided. DDIM inversion under classifier-free guidance
+# Inversion and every manipulation's decode (decode_latent) run unguided. DDIM inversion under classifier-free guidance
 # drifts (Mokady et al. 2023, null-text inversion §3): measured on the shipped pipeline (benchmarks/manipulations.py,
 # 30 sources), the eta = 0 round trip is scored correct 0.033 at the pipeline's guidance 3 and 0.933 unguided.
 MANIPULATION_GUIDANCE = 1.0
@@ -72,6 +72,13 @@ def encode_images(pipe: UnCLIP, images: Sequence[Image.Image], *, steps: int | N
     return z_i, x_T
 
 
+def decode_latent(pipe: UnCLIP, z_i: torch.Tensor, x_T: torch.Tensor, *, eta: float = 0.0,
+                  generator: torch.Generator | None = None, steps: int | None = None) -> torch.Tensor:
+    """Images (B, 3, S, S) decoded from bipartite latents z_i (B, E), x_T (B, 3, S, S) the way every
+    manipulation decodes them: at MANIPULATION_GUIDANCE, the guidance the inversion ran at."""
+    return pipe.decode(z_i, x_T=x_T, eta=eta, generator=generator, steps=steps, guidance_scale=MANIPULATION_GUIDANCE)
+
+
 @torch.no_grad()
 def variations(pipe: UnCLIP, image: Image.Image, *, n: int = 4, eta: float = 0.8, seed: int = 0,
                steps: int | None = None) -> torch.Tensor:
@@ -82,8 +89,8 @@ def variations(pipe: UnCLIP, image: Image.Image, *, n: int = 4, eta: float = 0.8
         raise ValueError(f"eta must be >= 0, got {eta}")
     z_i, x_T = encode_images(pipe, [image], steps=steps)
     generator = torch.Generator(pipe.device).manual_seed(seed)
-    return pipe.decode(z_i.expand(n, -1), x_T=x_T.expand(n, -1, -1, -1).clone(), eta=eta, generator=generator,
-                       steps=steps, guidance_scale=MANIPULATION_GUIDANCE)
+    return decode_latent(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1).clone(), eta=eta, generator=generator,
+                         steps=steps)
 
 
 @torch.no_grad()
@@ -101,8 +108,7 @@ def interpolate(pipe: UnCLIP, image_a: Image.Image, image_b: Image.Image, *, ste
         noise = torch.randn(x_T[:1].shape, generator=generator, device=z.device).expand(steps, -1, -1, -1).clone()
     else:
         noise = slerp(x_T[:1].expand(steps, -1, -1, -1), x_T[1:].expand(steps, -1, -1, -1), thetas)
-    return pipe.decode(z_path, x_T=noise, generator=generator, steps=decoder_steps,
-                       guidance_scale=MANIPULATION_GUIDANCE)
+    return decode_latent(pipe, z_path, noise, generator=generator, steps=decoder_steps)
 
 
 @torch.no_grad()
@@ -122,5 +128,4 @@ def text_diff(pipe: UnCLIP, image: Image.Image, *, old: str, new: str, steps: in
     z_i, x_T = encode_images(pipe, [image], steps=decoder_steps)
     thetas = torch.linspace(0, max_theta, steps, device=z_i.device)
     z_path = F.normalize(slerp(z_i.expand(steps, -1), z_d[None].expand(steps, -1), thetas), dim=-1)
-    return pipe.decode(z_path, x_T=x_T.expand(steps, -1, -1, -1).clone(), steps=decoder_steps,
-                       guidance_scale=MANIPULATION_GUIDANCE)
+    return decode_latent(pipe, z_path, x_T.expand(steps, -1, -1, -1).clone(), steps=decoder_steps)
