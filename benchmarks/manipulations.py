@@ -4,7 +4,8 @@
   eta > 0). Reported: how often the scorer calls a variation correct against its source's caption, over
   all sources and over the sources whose eta = 0 reconstruction the scorer calls correct (a "correct
   image" of the decoder's own: there the latent holds the scene, and the question is whether eta keeps
-  it); and how far variations differ from each other (RMS pixel distance, 0..1 scale, mean over pairs).
+  it); and how far variations differ from each other (RMS pixel distance, 0..1 scale, mean over pairs), for
+  each eta of --eta and decoding guidance of --guidance.
 - Text diff (§3.3): real single red objects, old caption "a red SHAPE", new "a blue SHAPE", 5 frames,
   theta 0 .. max_theta. Reported: how often the last frame's object is parsed as blue (the colour flip),
   how often it is scored correct for "a blue SHAPE", and how often frame 0 still shows a red object.
@@ -53,7 +54,11 @@ def main() -> None:
     parser.add_argument("--model", default="models/shapes-tiny")
     parser.add_argument("--n", type=int, default=50, help="source images for variations")
     parser.add_argument("--k", type=int, default=4, help="variations per source image")
-    parser.add_argument("--eta", type=float, default=0.8)
+    parser.add_argument("--eta", type=float, nargs="+", default=[0.8],
+                        help="DDIM eta for the variations; several values give a sweep (same sources and seeds)")
+    parser.add_argument("--guidance", type=float, nargs="+", default=[MANIPULATION_GUIDANCE],
+                        help="guidance scale the variations decode at (the inversion is always unguided); several "
+                        "values give a sweep")
     parser.add_argument("--n-diff", type=int, default=30, help="red single-object images for the text diff")
     parser.add_argument("--max-theta", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=None)
@@ -65,30 +70,32 @@ def main() -> None:
     size = pipe.decoder.config.image_size
     started = time.time()
 
-    kept, kept_of_good, n_good, spreads, recon_right = 0, 0, 0, [], 0
+    # One inversion per source (what manipulate.variations does), decoded as it decodes at eta = 0 (the
+    # reconstruction) and K times at each eta of the sweep, from the same seed.
+    grid = [(eta, g) for g in sorted(set(args.guidance)) for eta in sorted(set(args.eta))]
+    kept = {cell: 0 for cell in grid}
+    kept_of_good = {cell: 0 for cell in grid}
+    spreads = {cell: [] for cell in grid}
+    n_good = 0
     for i in tqdm(range(args.n), desc="variations"):
         scene = sample_scene("test", i)
-        source = render(scene, size)
-        # One inversion (what manipulate.variations does), decoded as it decodes at eta = 0 (the reconstruction)
-        # and K times at the benchmark's eta.
-        z_i, x_T = encode_images(pipe, [source])
+        z_i, x_T = encode_images(pipe, [render(scene, size)])
         recon = decode_latent(pipe, z_i, x_T.clone(), eta=0.0)
         good = score_image(to_pil(recon[0]), scene.caption).correct
-        generator = torch.Generator(pipe.device).manual_seed(i)
-        images = decode_latent(pipe, z_i.expand(args.k, -1), x_T.expand(args.k, -1, -1, -1).clone(), eta=args.eta,
-                               generator=generator)
-        right = sum(score_image(to_pil(im), scene.caption).correct for im in images)
-        kept += right
-        recon_right += good
-        if good:
-            n_good += 1
-            kept_of_good += right
-        spreads.append(pairwise_rms(images))
-    var = {"sources": args.n, "k": args.k, "eta": args.eta,
-           "kept_all": kept / (args.n * args.k), "reconstruction_correct": recon_right / args.n,
+        n_good += good
+        for cell in grid:
+            generator = torch.Generator(pipe.device).manual_seed(i)
+            images = decode_latent(pipe, z_i.expand(args.k, -1), x_T.expand(args.k, -1, -1, -1).clone(), eta=cell[0],
+                                   generator=generator, guidance_scale=cell[1])
+            right = sum(score_image(to_pil(im), scene.caption).correct for im in images)
+            kept[cell] += right
+            kept_of_good[cell] += right if good else 0
+            spreads[cell].append(pairwise_rms(images))
+    var = {"sources": args.n, "k": args.k, "reconstruction_correct": n_good / args.n,
            "sources_reconstructed_correctly": n_good,
-           "kept_of_correct": kept_of_good / (n_good * args.k) if n_good else None,
-           "pairwise_rms": sum(spreads) / len(spreads)}
+           "sweep": [{"eta": c[0], "guidance": c[1], "kept_all": kept[c] / (args.n * args.k),
+                      "kept_of_correct": kept_of_good[c] / (n_good * args.k) if n_good else None,
+                      "pairwise_rms": sum(spreads[c]) / len(spreads[c])} for c in grid]}
 
     flipped, scored, starts_red = 0, 0, 0
     for scene in tqdm(single_red_scenes(args.n_diff), desc="text diff"):
@@ -102,14 +109,17 @@ def main() -> None:
     diff = {"images": args.n_diff, "max_theta": args.max_theta, "colour_flipped": flipped / args.n_diff,
             "scored_correct": scored / args.n_diff, "first_frame_red": starts_red / args.n_diff}
 
-    print(f"model {args.model}: decoder {size} px, {pipe.config.decoder.steps} DDIM steps, guidance "
+    print(f"model {args.model}: decoder {size} px, {pipe.config.decoder.steps} DDIM steps, inversion guidance "
           f"{MANIPULATION_GUIDANCE} (the manipulations'; the pipeline's: {pipe.config.decoder.guidance_scale})")
-    print(f"variations (eta {args.eta}), {args.n} real test images x {args.k}:")
-    print(f"  eta=0 reconstruction scored correct      {var['reconstruction_correct']:.3f}")
-    print(f"  variations scored correct, all sources   {var['kept_all']:.3f}")
-    kept_good = "n/a" if var["kept_of_correct"] is None else f"{var['kept_of_correct']:.3f}"
-    print(f"  ... of correctly reconstructed sources   {kept_good} ({n_good} sources; goal >= 0.80)")
-    print(f"  mean pairwise RMS between variations     {var['pairwise_rms']:.3f}")
+    print(f"variations, {args.n} real test images x {args.k}; eta=0 reconstruction scored correct "
+          f"{var['reconstruction_correct']:.3f} ({n_good} sources)")
+    print("| eta | guidance | scored correct, all sources | ... of correctly reconstructed sources (goal >= 0.80) | "
+          "pairwise RMS |")
+    print("|--:|--:|--:|--:|--:|")
+    for row in var["sweep"]:
+        kept_good = "n/a" if row["kept_of_correct"] is None else f"{row['kept_of_correct']:.3f}"
+        print(f"| {row['eta']:g} | {row['guidance']:g} | {row['kept_all']:.3f} | {kept_good} | "
+              f"{row['pairwise_rms']:.3f} |")
     print(f"text diff 'a red SHAPE' -> 'a blue SHAPE', {args.n_diff} images, theta 0..{args.max_theta}:")
     print(f"  frame 0 parsed red {diff['first_frame_red']:.3f}; last frame parsed blue {diff['colour_flipped']:.3f}; "
           f"scored correct as 'a blue SHAPE' {diff['scored_correct']:.3f}")

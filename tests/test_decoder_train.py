@@ -61,3 +61,20 @@ def test_glide_baseline_trains_on_the_caption_alone(tmp_path, monkeypatch):
     assert decoder.config.unet.clip_dim is None and decoder.config.unet.text_width == clip.config.text_width
     assert not any("image_to" in name for name in decoder.state_dict())  # no z_i path to train
     assert (tmp_path / "g" / "samples" / "step-00000002.png").is_file()
+
+
+def test_glide_baselines_differ_from_their_unclip_decoders_only_in_z_i():
+    """Each GLIDE-style recipe is its unCLIP decoder's network and budget minus z_i (issue 9: equal training)."""
+    recipes = decoder_train.RECIPES
+    for glide, unclip in (("tiny-glide", "tiny"), ("tiny-16-rb1-glide", "tiny-16-rb1")):
+        g, u = recipes[glide], recipes[unclip]
+        assert g.train == u.train, glide
+        assert g.model.unet.clip_dim is None and u.model.unet.clip_dim is not None, glide
+        assert g.model.unet.with_(clip_dim=u.model.unet.clip_dim) == u.model.unet, glide
+        assert g.model.diffusion == u.model.diffusion and g.model.p_drop_text == 0.2, glide
+
+
+def test_stage_of_each_recipe_follows_its_model():
+    for name, recipe in decoder_train.RECIPES.items():
+        expected = "upsampler" if name.startswith("tiny-up") else "decoder"
+        assert decoder_train.STAGE_OF[name] == expected, name

@@ -461,14 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
         "caption -> 32 px image, inverting the CLIP given by --clip; presets tiny, tiny-long: twice the steps, "
         "tiny-xf: with its own caption encoder, GLIDE's text transformer trained with the decoder, in place of "
         "the CLIP's token states, tiny-glide: the GLIDE-style baseline, the same decoder conditioned on the "
-        "caption alone, and tiny-glide-xf: that baseline with its own caption encoder) and "
+        "caption alone, tiny-glide-xf: that baseline with its own caption encoder, tiny-16 and tiny-16-rb1: "
+        "narrower decoders with longer schedules, tiny-16-rb1 being shapes-tiny's, and tiny-16-rb1-glide: the "
+        "GLIDE-style baseline at that size) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
                        help="which stage")
     train.add_argument("--preset", default="tiny",
                        help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny, tiny-long, "
-                       "tiny-xf, tiny-glide, tiny-glide-xf; upsampler: tiny-up-128; all: shapes-tiny)")
+                       "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide; "
+                       "upsampler: tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
     train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")

@@ -73,10 +73,11 @@ def encode_images(pipe: UnCLIP, images: Sequence[Image.Image], *, steps: int | N
 
 
 def decode_latent(pipe: UnCLIP, z_i: torch.Tensor, x_T: torch.Tensor, *, eta: float = 0.0,
-                  generator: torch.Generator | None = None, steps: int | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, steps: int | None = None,
+                  guidance_scale: float = MANIPULATION_GUIDANCE) -> torch.Tensor:
     """Images (B, 3, S, S) decoded from bipartite latents z_i (B, E), x_T (B, 3, S, S) the way every
-    manipulation decodes them: at MANIPULATION_GUIDANCE, the guidance the inversion ran at."""
-    return pipe.decode(z_i, x_T=x_T, eta=eta, generator=generator, steps=steps, guidance_scale=MANIPULATION_GUIDANCE)
+    manipulation decodes them: by default at MANIPULATION_GUIDANCE, the guidance the inversion ran at."""
+    return pipe.decode(z_i, x_T=x_T, eta=eta, generator=generator, steps=steps, guidance_scale=guidance_scale)
 
 
 @torch.no_grad()

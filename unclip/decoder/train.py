@@ -84,14 +84,19 @@ RECIPES: dict[str, DecoderRecipe] = {
     # 20,000 it is the shipped shapes-tiny decoder: 0.260 correct from true z_i (EMA), singles 0.582.
     "tiny-16-rb1": DecoderRecipe(model=_TINY_16.with_(unet=_TINY_16.unet.with_(num_res_blocks=1)),
                                  train=replace(_TINY_TRAIN, steps=27000, checkpoint_every=1000)),
+    # The GLIDE-style baseline at the shipped decoder's size and recipe (issue 9): "tiny-16-rb1" conditioned on the
+    # caption alone (no z_i), with GLIDE's 20% caption dropout, so unCLIP and GLIDE compare at equal training.
+    "tiny-16-rb1-glide": DecoderRecipe(model=_TINY_16.with_(unet=_TINY_16.unet.with_(num_res_blocks=1, clip_dim=None),
+                                                            p_drop_text=0.2),
+                                       train=replace(_TINY_TRAIN, steps=27000, checkpoint_every=1000)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
         checkpoint_every=250, log_every=25, hook_every=1000, seed=0)),
 }
-STAGE_OF = {"tiny": "decoder", "tiny-long": "decoder", "tiny-glide": "decoder", "tiny-glide-xf": "decoder",
-            "tiny-xf": "decoder", "tiny-16": "decoder", "tiny-16-rb1": "decoder",
-            "tiny-up-128": "upsampler"}
+# Which `unclip train` stage each recipe belongs to, read off its model config.
+STAGE_OF = {name: "upsampler" if isinstance(recipe.model, UpsamplerConfig) else "decoder"
+            for name, recipe in RECIPES.items()}
 
 
 def decoder_conditioning(decoder: Decoder, clip: CLIP, images: torch.Tensor,
