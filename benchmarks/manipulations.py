@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--model", default="models/shapes-tiny")
     parser.add_argument("--n", type=int, default=50, help="source images for variations")
     parser.add_argument("--k", type=int, default=4, help="variations per source image")
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the first test scene used as a source (to check a choice on other sources)")
     parser.add_argument("--eta", type=float, nargs="+", default=[0.8],
                         help="DDIM eta for the variations; several values give a sweep (same sources and seeds)")
     parser.add_argument("--guidance", type=float, nargs="+", default=[MANIPULATION_GUIDANCE],
@@ -77,7 +79,7 @@ def main() -> None:
     kept_of_good = {cell: 0 for cell in grid}
     spreads = {cell: [] for cell in grid}
     n_good = 0
-    for i in tqdm(range(args.n), desc="variations"):
+    for i in tqdm(range(args.first, args.first + args.n), desc="variations"):
         scene = sample_scene("test", i)
         z_i, x_T = encode_images(pipe, [render(scene, size)])
         recon = decode_latent(pipe, z_i, x_T.clone(), eta=0.0)
@@ -91,7 +93,7 @@ def main() -> None:
             kept[cell] += right
             kept_of_good[cell] += right if good else 0
             spreads[cell].append(pairwise_rms(images))
-    var = {"sources": args.n, "k": args.k, "reconstruction_correct": n_good / args.n,
+    var = {"sources": args.n, "first_source": args.first, "k": args.k, "reconstruction_correct": n_good / args.n,
            "sources_reconstructed_correctly": n_good,
            "sweep": [{"eta": c[0], "guidance": c[1], "kept_all": kept[c] / (args.n * args.k),
                       "kept_of_correct": kept_of_good[c] / (n_good * args.k) if n_good else None,

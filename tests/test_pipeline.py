@@ -12,7 +12,7 @@ from unclip.clip import CLIP, preset
 from unclip.clip.train import SHAPES_TOKENIZER
 from unclip.decoder import Decoder, DecoderConfig, UNetConfig, Upsampler, UpsamplerConfig
 from unclip.diffusion import DiffusionConfig
-from unclip.manipulate import interpolate, slerp, text_diff, variations
+from unclip.manipulate import VARIATION_ETA, interpolate, slerp, text_diff, variations
 from unclip.pipeline import PipelineConfig, StageSampling, UnCLIP
 from unclip.prior import ARPrior, ARPriorConfig, DiffusionPrior, DiffusionPriorConfig
 from unclip.tokenizer import Tokenizer
@@ -128,6 +128,9 @@ def test_manipulations_agree_with_each_other(pipe):
     assert torch.allclose(edit[0], same[0], atol=1e-5) and not torch.allclose(edit[0], edit[-1])
     with pytest.raises(ValueError, match="same CLIP text embedding"):
         text_diff(pipe, image, old="a red circle", new="a red circle")
+    # the decode's guidance is the caller's (the inversion stays unguided): guidance 1 is the default, 3 differs
+    assert torch.allclose(variations(pipe, image, n=1, eta=0.0, guidance_scale=1.0), same[:1], atol=1e-5)
+    assert not torch.allclose(variations(pipe, image, n=1, eta=0.0, guidance_scale=3.0), same[:1], atol=1e-3)
 
 
 def test_cli_verbs_write_pngs_and_manifests(pipe, tmp_path):
@@ -147,6 +150,7 @@ def test_cli_verbs_write_pngs_and_manifests(pipe, tmp_path):
     assert cli.main(["vary", image, "--n", "2", "--out", str(tmp_path / "v"), *m]) == 0
     entries, _ = read_manifest(tmp_path / "v")
     assert len(entries) == 2 and entries[0].extra["source"] == image and (tmp_path / "v" / "grid.png").is_file()
+    assert entries[0].extra["eta"] == VARIATION_ETA  # the measured default, recorded per image
     assert cli.main(["interpolate", image, str(tmp_path / "w" / "000001.png"), "--steps", "3", "--out",
                      str(tmp_path / "i"), *m]) == 0
     assert len(read_manifest(tmp_path / "i")[0]) == 3

@@ -205,18 +205,27 @@ def _generate(args) -> int:
     return 0
 
 
+def _manipulation_guidance(args) -> float:
+    from .manipulate import MANIPULATION_GUIDANCE
+
+    return MANIPULATION_GUIDANCE if args.guidance is None else args.guidance
+
+
 def _vary(args) -> int:
-    from .manipulate import variations
+    from .manipulate import VARIATION_ETA, variations
     from .outputs import open_images, write_outputs
 
+    eta = VARIATION_ETA if args.eta is None else args.eta
+    if eta < 0:
+        raise SystemExit(f"unclip vary: --eta must be >= 0, got {eta}")
     images = open_images(args.images)
     pipe = _pipeline(args)
     _note_sizes(images, args.images, pipe.decoder.config.image_size)
     out_images, records = [], []
     for path, image in zip(args.images, tqdm(images, desc="varying", unit="img", disable=args.quiet)):
-        x = variations(pipe, image, n=args.n, eta=args.eta, seed=args.seed)
+        x = variations(pipe, image, n=args.n, eta=eta, seed=args.seed, guidance_scale=_manipulation_guidance(args))
         out_images += pipe.final_images(x, seed=args.seed)
-        records += [{"caption": args.caption or "", "source": str(path), "sample": j, "eta": args.eta}
+        records += [{"caption": args.caption or "", "source": str(path), "sample": j, "eta": eta}
                     for j in range(args.n)]
     path = write_outputs(args.out, out_images, records, grid_columns=args.n)
     print(f"wrote {len(out_images)} variations and {path}")
@@ -230,7 +239,8 @@ def _interpolate(args) -> int:
     images = open_images([args.a, args.b])
     pipe = _pipeline(args)
     _note_sizes(images, [args.a, args.b], pipe.decoder.config.image_size)
-    x = interpolate(pipe, images[0], images[1], steps=args.steps, fixed_noise=args.fixed_noise, seed=args.seed)
+    x = interpolate(pipe, images[0], images[1], steps=args.steps, fixed_noise=args.fixed_noise, seed=args.seed,
+                    guidance_scale=_manipulation_guidance(args))
     records = [{"caption": f"{k / (args.steps - 1):.2f}", "source": [args.a, args.b], "theta": k / (args.steps - 1)}
                for k in range(args.steps)]
     path = write_outputs(args.out, pipe.final_images(x, seed=args.seed), records, grid_columns=args.steps)
@@ -246,7 +256,7 @@ def _textdiff(args) -> int:
     pipe = _pipeline(args)
     _note_sizes(images, [args.image], pipe.decoder.config.image_size)
     x = text_diff(pipe, images[0], old=args.from_caption, new=args.to_caption, steps=args.steps,
-                  max_theta=args.max_theta)
+                  max_theta=args.max_theta, guidance_scale=_manipulation_guidance(args))
     thetas = [args.max_theta * k / (args.steps - 1) for k in range(args.steps)]
     records = [{"caption": f"theta {t:.2f}", "source": args.image, "from": args.from_caption, "to": args.to_caption,
                 "theta": t} for t in thetas]
@@ -316,7 +326,13 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
     parser.add_argument("--decoder-steps", type=_positive_int, default=None,
                         help="decoder sampling steps (default: pipeline's; the manipulations always run DDIM, which "
                         "their inversion needs)")
-    parser.add_argument("--guidance", type=float, default=None, help="decoder guidance scale (default: pipeline's)")
+    if prior:
+        parser.add_argument("--guidance", type=float, default=None,
+                            help="decoder guidance scale (default: pipeline's)")
+    else:
+        parser.add_argument("--guidance", type=float, default=None,
+                            help="decoder guidance of the manipulation's decode (default: 1, unguided like the DDIM "
+                            "inversion, which drifts under guidance; larger values sharpen variations at high --eta)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -393,7 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "DDIM at --eta (0 reconstructs; larger wanders further). prompts.jsonl lines carry 'source', the input path.")
     vary.add_argument("images", nargs="+", help="input images")
     vary.add_argument("--n", type=int, default=4, help="variations per image (default: 4)")
-    vary.add_argument("--eta", type=float, default=0.8, help="DDIM eta of the resampling (default: 0.8)")
+    vary.add_argument("--eta", type=float, default=None,
+                      help="DDIM eta of the resampling: 0 gives the image back, larger values wander further "
+                      "(default: 0.2, the largest measured to keep the scene in 80%% of variations)")
     vary.add_argument("--caption", default=None, help="caption to record in prompts.jsonl (default: empty)")
     vary.add_argument("--out", required=True, help="output directory")
     _add_sampling_args(vary, prior=False)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .grid import captioned_grid
-from .manipulate import interpolate, text_diff, variations
+from .manipulate import VARIATION_ETA, interpolate, text_diff, variations
 from .outputs import write_outputs
 from .pipeline import UnCLIP
 from .world import render, sample_scene, score_image
@@ -51,13 +51,13 @@ def make_demo(pipe: UnCLIP, out: str | os.PathLike, *, log: Callable[[str], None
     log("varying a test image ...")
     index, scene = first_scene(lambda s: s.form == "pair")
     source = render(scene, size)
-    x = variations(pipe, source, n=4, eta=0.8, seed=0)
+    x = variations(pipe, source, n=4, eta=VARIATION_ETA, seed=0)
     frames = [render(scene, pipe.sizes[-1])] + pipe.final_images(x)
     labels = [f"input: {scene.caption}"] + [f"variation {k + 1}" for k in range(4)]
     write_outputs(out / "variations", frames, [{"caption": c, "source": f"test/{index}"} for c in labels],
                   grid_columns=5)
     sections.append(("Variations", "The input's CLIP embedding and its DDIM-inverted noise, decoded with DDIM "
-                     "eta 0.8 (unCLIP §3.1).", "variations/grid.png"))
+                     f"eta {VARIATION_ETA} (unCLIP §3.1).", "variations/grid.png"))
 
     log("interpolating between two test images ...")
     (ia, a), (ib, b) = first_scene(lambda s: s.form == "single"), first_scene(lambda s: s.form == "count")
