@@ -26,6 +26,8 @@ Run (about 4 minutes on a 2-core CPU shared with other work; without dalle2-pyto
 JSON and exits 0):
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/decoder_peer.py --threads 2
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decoder_peer.py --preset tiny-16-rb1 --threads 1 --steps 20 \\
+        --out benchmarks/results/decoder_peer_tiny16rb1.json     # the shipped decoder's size
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from unclip.decoder import Decoder, DecoderConfig
+from unclip.decoder import Decoder, DecoderConfig, UNetConfig
 from unclip.decoder.train import RECIPES
 from report import write_report
 
@@ -90,25 +92,39 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def unclip_config() -> DecoderConfig:
-    return RECIPES["tiny"].model  # 32 px, z_i 64, token states 128, v-prediction, zero terminal SNR, min-SNR-5
+def comparable(config) -> bool:
+    """A decoder the peer can stand beside: conditioned on z_i and on CLIP token states (no caption encoder)."""
+    return isinstance(config, DecoderConfig) and config.unet.clip_dim is not None and config.caption_encoder is None
 
 
-def peer_unet_kwargs(dim: int) -> dict:
-    """The peer's `Unet` as close to unclip's tiny UNet as its options go: three levels (32, 16, 8 px) with
-    channel multipliers (1, 2, 3), self-attention at 16 and 8 px (and its bottleneck, always), 32-channel heads
-    (3 of them, unclip's count at 8 px), context width 128, z_i added to the time embedding and read as 4 tokens,
-    the 24 caption tokens (the default max_text_len of 256 would pad every caption with 232 null tokens)."""
+def unclip_config(preset: str) -> DecoderConfig:
+    """The decoder of RECIPES[preset]: 32 px, z_i 64, token states 128, v-prediction, zero terminal SNR."""
+    config = RECIPES[preset].model
+    if not comparable(config):
+        raise SystemExit(f"--preset {preset!r} is not a decoder on z_i and CLIP token states")
+    return config
+
+
+def peer_unet_kwargs(dim: int, unet: UNetConfig) -> dict:
+    """The peer's `Unet` as close to unclip's UNet as its options go: the same levels and channel multipliers (for
+    `tiny`: 32, 16, 8 px at (1, 2, 3)), residual blocks per level, self-attention at the same resolutions (and its
+    bottleneck, always), heads of unclip's width and unclip's count at the lowest resolution, context width 128, z_i
+    added to the time embedding and read as 4 tokens, the 24 caption tokens (the default max_text_len of 256 would
+    pad every caption with 232 null tokens)."""
+    levels = [unet.image_size // 2 ** i for i in range(len(unet.channel_mult))]
+    heads = unet.model_channels * unet.channel_mult[-1] // unet.head_channels
     return dict(dim=dim, image_embed_dim=64, text_embed_dim=128, cond_dim=128, num_image_tokens=4,
-                cond_on_image_embeds=True, cond_on_text_encodings=True, max_text_len=TEXT_LEN, dim_mults=(1, 2, 3),
-                channels=3, self_attn=(False, True, True), attn_dim_head=32, attn_heads=3, num_resnet_blocks=2)
+                cond_on_image_embeds=True, cond_on_text_encodings=True, max_text_len=TEXT_LEN,
+                dim_mults=tuple(unet.channel_mult), channels=3,
+                self_attn=tuple(size in unet.attention_resolutions for size in levels),
+                attn_dim_head=unet.head_channels, attn_heads=heads, num_resnet_blocks=unet.num_res_blocks)
 
 
-def match_peer_dim(dp, target: int) -> tuple[int, int]:
+def match_peer_dim(dp, target: int, unet: UNetConfig) -> tuple[int, int]:
     """The peer's `dim` (a multiple of its 8 GroupNorm groups) whose parameter count is closest to `target`."""
     best = None
     for dim in range(8, 129, 8):
-        n = n_params(dp.Unet(**peer_unet_kwargs(dim)))
+        n = n_params(dp.Unet(**peer_unet_kwargs(dim, unet)))
         if best is None or abs(n - target) < abs(best[1] - target):
             best = (dim, n)
         if n > target:
@@ -130,9 +146,9 @@ def inputs(batch: int, seed: int) -> dict[str, torch.Tensor]:
 class UnclipSide:
     name = "unclip"
 
-    def __init__(self, *, batch: int, sample_batch: int, sample_steps: int):
+    def __init__(self, *, preset: str, batch: int, sample_batch: int, sample_steps: int):
         torch.manual_seed(0)
-        self.model = Decoder(unclip_config())
+        self.model = Decoder(unclip_config(preset))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0)
         self.x, self.s = inputs(batch, 1), inputs(sample_batch, 2)
         self.generator = torch.Generator().manual_seed(0)
@@ -157,9 +173,9 @@ class UnclipSide:
 class PeerSide:
     name = "dalle2-pytorch"
 
-    def __init__(self, dp, *, dim: int, batch: int, sample_batch: int, sample_steps: int):
+    def __init__(self, dp, *, preset: str, dim: int, batch: int, sample_batch: int, sample_steps: int):
         torch.manual_seed(0)
-        unet = dp.Unet(**peer_unet_kwargs(dim))
+        unet = dp.Unet(**peer_unet_kwargs(dim, unclip_config(preset).unet))
         # Fixed variance and v-prediction as unclip's tiny decoder; images already in [-1, 1]; its DDIM path runs
         # when sample_timesteps < timesteps, with exactly sample_timesteps network evaluations.
         self.model = dp.Decoder(unet=unet, image_sizes=(32,), timesteps=1000, learned_variance=False, predict_v=True,
@@ -182,7 +198,7 @@ class PeerSide:
 
 
 def build(which: str, args, dp=None, dim: int | None = None):
-    sizes = dict(batch=args.batch, sample_batch=args.sample_batch, sample_steps=args.sample_steps)
+    sizes = dict(preset=args.preset, batch=args.batch, sample_batch=args.sample_batch, sample_steps=args.sample_steps)
     return UnclipSide(**sizes) if which == "unclip" else PeerSide(dp, dim=dim, **sizes)
 
 
@@ -215,7 +231,8 @@ def child_memory(args) -> None:
 
 
 def measure_memory(which: str, args, dim: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--child-memory", which, "--threads", str(args.threads), "--batch",
+    cmd = [sys.executable, __file__, "--child-memory", which, "--preset", args.preset, "--threads", str(args.threads),
+           "--batch",
            str(args.batch), "--sample-batch", str(args.sample_batch), "--sample-steps", str(args.sample_steps)]
     if dim is not None:
         cmd += ["--peer-dim", str(dim)]
@@ -232,6 +249,9 @@ def skip(reason: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preset", default="tiny",
+                        choices=[name for name, r in RECIPES.items() if comparable(r.model)],
+                        help="unclip decoder recipe to compare (default: tiny; shapes-tiny ships tiny-16-rb1)")
     parser.add_argument("--batch", type=int, default=32, help="training batch (default: 32, RECIPES['tiny'])")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per model (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps per model first (default: 2)")
@@ -250,7 +270,7 @@ def main() -> None:
         return skip(error)
 
     ours = build("unclip", args)
-    dim, peer_count = match_peer_dim(dp, ours.params)
+    dim, peer_count = match_peer_dim(dp, ours.params, unclip_config(args.preset).unet)
     peer = build("peer", args, dp, dim)
     assert peer.params == peer_count
     print(f"parameters (UNet): unclip {ours.params:,} | dalle2-pytorch {peer.params:,} (dim={dim}, "
@@ -306,7 +326,8 @@ def main() -> None:
                    "sampler": "DDIM eta 0, guidance scale 1 (one network evaluation per step) for both"},
         "peer_code_path": "dalle2_pytorch.Decoder(unet=Unet(...), image_sizes=(32,)).forward -> loss; "
                           ".sample(image_embed, text_encodings) -> p_sample_loop_ddim",
-        "unclip_config": unclip_config().to_dict(), "peer_unet_kwargs": peer_unet_kwargs(dim),
+        "preset": args.preset, "unclip_config": unclip_config(args.preset).to_dict(),
+        "peer_unet_kwargs": peer_unet_kwargs(dim, unclip_config(args.preset).unet),
         "memory_note": "peak RSS (VmHWM) of a fresh process per model (imports + model + one sampling batch, then two "
                        "training steps); *_peak_mib includes the Python and library import footprint, built_mib is "
                        "the peak right after building the model",
