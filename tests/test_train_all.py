@@ -1,14 +1,16 @@
 """`unclip train all`: every stage in order into one run directory, then a loadable pipeline; a rerun resumes."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import torch
 
 from unclip import train_all as ta
 from unclip.clip import train as clip_train
-from unclip.decoder import UNetConfig
+from unclip.decoder import DecoderConfig, UNetConfig
 from unclip.decoder import train as decoder_train
-from unclip.pipeline import UnCLIP
+from unclip.pipeline import PipelineConfig, UnCLIP
 from unclip.prior import ARPriorConfig, DiffusionPriorConfig
 from unclip.prior import train as prior_train
 
@@ -55,3 +57,13 @@ def test_train_all_then_rerun(tmp_path, monkeypatch):
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert [p.name for p in sorted(tmp_path.iterdir())] == ["ar-prior", "clip", "decoder", "pipeline", "prior",
                                                             "upsampler"]
+
+
+def test_shipped_model_matches_its_preset():
+    """models/shapes-tiny is what `unclip train all --preset shapes-tiny` makes: same decoder recipe, same sampling."""
+    shipped = Path(__file__).resolve().parents[1] / "models" / "shapes-tiny"
+    preset = ta.PRESETS["shapes-tiny"]
+    record = json.loads((shipped / "pipeline.json").read_text())
+    assert PipelineConfig.from_dict(record["config"]) == preset.sampling
+    decoder = json.loads((shipped / "decoder" / "decoder_config.json").read_text())
+    assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder].model
