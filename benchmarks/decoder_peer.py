@@ -232,8 +232,8 @@ def child_memory(args) -> None:
 
 def measure_memory(which: str, args, dim: int | None) -> dict:
     cmd = [sys.executable, __file__, "--child-memory", which, "--preset", args.preset, "--threads", str(args.threads),
-           "--batch",
-           str(args.batch), "--sample-batch", str(args.sample_batch), "--sample-steps", str(args.sample_steps)]
+           "--batch", str(args.batch), "--sample-batch", str(args.sample_batch),
+           "--sample-steps", str(args.sample_steps)]
     if dim is not None:
         cmd += ["--peer-dim", str(dim)]
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads)}
@@ -269,8 +269,9 @@ def main() -> None:
     if dp is None:
         return skip(error)
 
+    config = unclip_config(args.preset)
     ours = build("unclip", args)
-    dim, peer_count = match_peer_dim(dp, ours.params, unclip_config(args.preset).unet)
+    dim, peer_count = match_peer_dim(dp, ours.params, config.unet)
     peer = build("peer", args, dp, dim)
     assert peer.params == peer_count
     print(f"parameters (UNet): unclip {ours.params:,} | dalle2-pytorch {peer.params:,} (dim={dim}, "
@@ -326,8 +327,8 @@ def main() -> None:
                    "sampler": "DDIM eta 0, guidance scale 1 (one network evaluation per step) for both"},
         "peer_code_path": "dalle2_pytorch.Decoder(unet=Unet(...), image_sizes=(32,)).forward -> loss; "
                           ".sample(image_embed, text_encodings) -> p_sample_loop_ddim",
-        "preset": args.preset, "unclip_config": unclip_config(args.preset).to_dict(),
-        "peer_unet_kwargs": peer_unet_kwargs(dim, unclip_config(args.preset).unet),
+        "preset": args.preset, "unclip_config": config.to_dict(),
+        "peer_unet_kwargs": peer_unet_kwargs(dim, config.unet),
         "memory_note": "peak RSS (VmHWM) of a fresh process per model (imports + model + one sampling batch, then two "
                        "training steps); *_peak_mib includes the Python and library import footprint, built_mib is "
                        "the peak right after building the model",

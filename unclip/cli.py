@@ -216,8 +216,6 @@ def _vary(args) -> int:
     from .outputs import open_images, write_outputs
 
     eta = VARIATION_ETA if args.eta is None else args.eta
-    if eta < 0:
-        raise SystemExit(f"unclip vary: --eta must be >= 0, got {eta}")
     images = open_images(args.images)
     pipe = _pipeline(args)
     _note_sizes(images, args.images, pipe.decoder.config.image_size)
@@ -296,6 +294,17 @@ def _eval(args) -> int:
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {Path(args.out) / 'metrics.json'} (overall {metrics['overall']:.3f})")
     return 0
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0, refused with the bad value named."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -409,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DDIM at --eta (0 reconstructs; larger wanders further). prompts.jsonl lines carry 'source', the input path.")
     vary.add_argument("images", nargs="+", help="input images")
     vary.add_argument("--n", type=int, default=4, help="variations per image (default: 4)")
-    vary.add_argument("--eta", type=float, default=None,
+    vary.add_argument("--eta", type=_non_negative_float, default=None,
                       help="DDIM eta of the resampling: 0 gives the image back, larger values wander further "
                       "(default: 0.2, the largest measured to keep the scene in 80%% of variations)")
     vary.add_argument("--caption", default=None, help="caption to record in prompts.jsonl (default: empty)")

@@ -10,14 +10,14 @@ last step done) and continues the interrupted one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .clip import load_clip
 from .clip.train import train_clip
 from .decoder import load_decoder
 from .decoder.train import train_decoder
-from .pipeline import PipelineConfig, StageSampling, UnCLIP
+from .pipeline import PipelineConfig, UnCLIP
 from .prior import load_prior
 from .prior.train import train_prior
 
@@ -40,8 +40,8 @@ PRESETS = {
     # 0.038, and 0.367 vs 0.333 from true z_i (models/shapes-tiny/README.md).
     "shapes-tiny": PipelinePreset(clip="tiny", prior="tiny", ar_prior="tiny", decoder="tiny-16-rb1",
                                   upsamplers=("tiny-up-128",),
-                                  sampling=PipelineConfig(decoder=StageSampling(sampler="dpm++", steps=13,
-                                                                                guidance_scale=2.0))),
+                                  sampling=PipelineConfig().with_(decoder=replace(PipelineConfig().decoder,
+                                                                                  guidance_scale=2.0))),
 }
 
 
