@@ -272,3 +272,33 @@ def test_sample_grid_hook_writes_pngs_on_schedule(tmp_path):
     assert names == ["step-00000002.png", "step-00000004.png", "step-00000005.png"]  # every 2 steps and the end
     assert seen == [False, False, False]  # sampled in eval mode
     assert Image.open(tmp_path / "samples" / names[0]).size[0] > 32
+
+
+_HOLD = """
+import sys, time
+from unclip.train import lock
+lock.acquire(sys.argv[1])
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_second_process_cannot_train_in_a_live_run_directory(tmp_path):
+    run = tmp_path / "run"
+    _trainer(run).fit(2)
+    log_before = (run / "metrics.jsonl").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=rf"another process \(pid {holder.pid} on "):
+            _trainer(run)
+        assert (run / "metrics.jsonl").read_text() == log_before  # refused before the resume could cut the log
+    finally:
+        holder.kill()
+        holder.wait()
+    # the operating system dropped the dead holder's lock: no stale lock to clear by hand
+    resumed = _trainer(run)
+    resumed.fit(4)
+    assert resumed.step == 4
+    first, second = _trainer(run), _trainer(run)  # within one process the lock is re-entrant
+    assert first.step == second.step == 4

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.sampler import ResumableBatchSampler
-from . import distributed
+from . import distributed, lock
 from .checkpoint import (
     latest_checkpoint, load_checkpoint, load_model_tensors, model_tensors, optimizer_from_tensors,
     optimizer_to_tensors, save_checkpoint,
@@ -177,9 +177,24 @@ class Trainer:
                                   if stored.get(part, {}).get(k) != record[part].get(k))
                     raise ValueError(f"{self.run_dir} was started with another {part} config (differs in {diff}); "
                                      "resume with the same settings or use a new run directory")
+        self._hold_lock()  # before the resume below cuts the metrics log back to the checkpoint
         latest = latest_checkpoint(self.checkpoint_root)
         if latest is not None:
             self._restore(latest)
+
+    def _hold_lock(self) -> None:
+        """The run directory's lock (lock.py), held by rank 0 from construction to the end of fit."""
+        if self.is_main and not getattr(self, "_locked", False):
+            lock.acquire(self.run_dir)
+            self._locked = True
+
+    def _drop_lock(self) -> None:
+        if getattr(self, "_locked", False):
+            self._locked = False
+            lock.release(self.run_dir)
+
+    def __del__(self):
+        self._drop_lock()
 
     def _restore(self, path: Path) -> None:
         files, state = load_checkpoint(path)
@@ -259,6 +274,13 @@ class Trainer:
 
     def fit(self, max_steps: int | None = None) -> dict[str, float]:
         """Train until optimizer step `max_steps` (default: config.steps); return the last logged metrics."""
+        self._hold_lock()
+        try:
+            return self._fit(max_steps)
+        finally:
+            self._drop_lock()
+
+    def _fit(self, max_steps: int | None) -> dict[str, float]:
         cfg = self.config
         target = cfg.steps if max_steps is None else max_steps
         if target <= self.step:
