@@ -124,6 +124,7 @@ class Trainer:
         hooks: Sequence[Hook] = (), device: str | torch.device = "cpu",
         dist_ctx: distributed.DistContext | None = None, progress: bool = True,
     ):
+        self._locked = False  # whether this trainer holds its run directory's lock (lock.py); __del__ reads it
         self.config, self.device = config, torch.device(device)
         if config.precision == "bf16" and self.device.type != "cuda":
             raise ValueError("precision 'bf16' is for CUDA; on CPU train in fp32 (bf16 is ~100x slower here)")
@@ -184,12 +185,12 @@ class Trainer:
 
     def _hold_lock(self) -> None:
         """The run directory's lock (lock.py), held by rank 0 from construction to the end of fit."""
-        if self.is_main and not getattr(self, "_locked", False):
+        if self.is_main and not self._locked:
             lock.acquire(self.run_dir)
             self._locked = True
 
     def _drop_lock(self) -> None:
-        if getattr(self, "_locked", False):
+        if self._locked:
             self._locked = False
             lock.release(self.run_dir)
 
