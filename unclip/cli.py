@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
         "caption alone, tiny-glide-xf: that baseline with its own caption encoder, tiny-16 and tiny-16-rb1: "
         "narrower decoders with longer schedules, tiny-16-rb1 being shapes-tiny's, and tiny-16-rb1-glide: the "
         "GLIDE-style baseline at that size, tiny-16-rb1-lr1e3 and tiny-16-rb1-b16: that recipe at twice the "
-        "learning rate and at half the batch, candidates measured on loss only) and "
+        "learning rate and at half the batch, candidates that measured no better) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
