@@ -111,7 +111,8 @@ def main() -> None:
     diff = {"images": args.n_diff, "max_theta": args.max_theta, "colour_flipped": flipped / args.n_diff,
             "scored_correct": scored / args.n_diff, "first_frame_red": starts_red / args.n_diff}
 
-    print(f"model {args.model}: decoder {size} px, {pipe.config.decoder.steps} DDIM steps, inversion guidance "
+    steps = pipe.config.manipulation_steps or pipe.config.decoder.steps
+    print(f"model {args.model}: decoder {size} px, {steps} DDIM steps, inversion guidance "
           f"{MANIPULATION_GUIDANCE} (the manipulations'; the pipeline's: {pipe.config.decoder.guidance_scale})")
     print(f"variations, {args.n} real test images x {args.k}; eta=0 reconstruction scored correct "
           f"{var['reconstruction_correct']:.3f} ({n_good} sources)")
@@ -125,7 +126,8 @@ def main() -> None:
     print(f"text diff 'a red SHAPE' -> 'a blue SHAPE', {args.n_diff} images, theta 0..{args.max_theta}:")
     print(f"  frame 0 parsed red {diff['first_frame_red']:.3f}; last frame parsed blue {diff['colour_flipped']:.3f}; "
           f"scored correct as 'a blue SHAPE' {diff['scored_correct']:.3f}")
-    report = {"benchmark": "manipulations", "model": args.model, "decoder_size": size, "variations": var,
+    report = {"benchmark": "manipulations", "model": args.model, "decoder_size": size, "ddim_steps": steps,
+              "variations": var,
               "text_diff": diff, "seconds": round(time.time() - started, 1)}
     write_report(args.out, report)
     print(f"wrote {args.out}")

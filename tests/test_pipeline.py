@@ -133,6 +133,29 @@ def test_manipulations_agree_with_each_other(pipe):
     assert not torch.allclose(variations(pipe, image, n=1, eta=0.0, guidance_scale=3.0), same[:1], atol=1e-3)
 
 
+def test_manipulations_run_ddim_at_their_own_steps(pipe):
+    """Whatever the pipeline generates with, the manipulations retrace the DDIM path their inversion ran backwards,
+    at PipelineConfig.manipulation_steps when it is set."""
+    from dataclasses import replace
+    image = _shape_image(0)
+    base = variations(pipe, image, n=1, eta=0.0)  # FAST: DDIM, 4 steps
+    saved = pipe.config
+    try:
+        pipe.config = saved.with_(decoder=replace(saved.decoder, sampler="dpm++"))
+        assert torch.allclose(variations(pipe, image, n=1, eta=0.0), base, atol=1e-5)
+        pipe.config = saved.with_(decoder=replace(saved.decoder, steps=2), manipulation_steps=saved.decoder.steps)
+        assert torch.allclose(variations(pipe, image, n=1, eta=0.0), base, atol=1e-5)
+        pipe.config = saved.with_(manipulation_steps=2)
+        fewer = variations(pipe, image, n=1, eta=0.0)
+        assert not torch.allclose(fewer, base, atol=1e-3)
+        pipe.config = saved
+        assert torch.allclose(fewer, variations(pipe, image, n=1, eta=0.0, steps=2), atol=1e-6)
+    finally:
+        pipe.config = saved
+    with pytest.raises(ValueError, match="manipulation_steps must be None or a positive integer, got 0"):
+        saved.with_(manipulation_steps=0)
+
+
 def test_cli_verbs_write_pngs_and_manifests(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "model")
     assert cli.main(["world", "sample", "--split", "test", "--n", "3", "--size", "16", "--out", str(tmp_path / "w"),
@@ -240,13 +263,53 @@ def test_sampling_flags_override_the_saved_config(pipe, tmp_path):
     parser = cli.build_parser()
     args = parser.parse_args(["generate", "a red circle", "--out", str(tmp_path / "g"), "--model",
                               str(tmp_path / "model"), "--prior-sampler", "dpm++", "--prior-steps", "5",
-                              "--best-of", "1", "--decoder-sampler", "dpm++", "--decoder-steps", "7"])
+                              "--best-of", "1", "--decoder-sampler", "dpm++", "--decoder-steps", "7",
+                              "--candidates", "3"])
     cfg = cli._pipeline(args).config
-    assert (cfg.prior.sampler, cfg.prior.steps, cfg.best_of) == ("dpm++", 5, 1)
+    assert (cfg.prior.sampler, cfg.prior.steps, cfg.best_of, cfg.candidates) == ("dpm++", 5, 1, 3)
     assert (cfg.decoder.sampler, cfg.decoder.steps, cfg.decoder.guidance_scale) == ("dpm++", 7, 2.0)
     assert cfg.upsampler == FAST.upsampler
-    for bad in (["--decoder-sampler", "euler"], ["--best-of", "0"], ["--decoder-steps", "-3"], ["--prior-steps", "x"]):
+    for bad in (["--decoder-sampler", "euler"], ["--best-of", "0"], ["--decoder-steps", "-3"], ["--prior-steps", "x"],
+                ["--candidates", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(["generate", "a red circle", "--out", "x", *bad])
     with pytest.raises(ValueError, match="best_of must be a positive integer, got 0"):
         FAST.with_(best_of=0)
+    with pytest.raises(ValueError, match="candidates must be a positive integer, got 2.0"):
+        FAST.with_(candidates=2.0)
+
+
+def test_candidates_keep_the_image_clip_rates_closest_to_the_caption(pipe):
+    """Best of K: each image is the one of the K that num_images=K draws whose CLIP embedding is nearest z_t."""
+    from unclip.data.images import to_tensor
+    from unclip.eval.harness import nfe_per_image
+    from unclip.rerank import clip_scores
+    captions, k = ["a red circle", "two blue squares", "a green star above a pink triangle", "a gray diamond"], 3
+    drawn = pipe(captions, num_images=k, seed=5, upsample=False)  # caption-major: k candidates per caption
+    assert nfe_per_image(pipe, "diffusion") == 3 + 2 * 4 + 2  # prior 3 steps, guided decoder 4, upsampler 2
+    base, pipe.config = pipe.config, pipe.config.with_(candidates=k)
+    try:
+        kept = pipe(captions, seed=5, upsample=False)
+        assert nfe_per_image(pipe, "diffusion") == k * (3 + 2 * 4) + 2  # the upsampler runs once, on the kept image
+    finally:
+        pipe.config = base
+    z_t = pipe.text_conditioning([c for c in captions for _ in range(k)])[0]
+    scores = clip_scores(pipe.clip, torch.stack([to_tensor(im, 16) for im in drawn]), z_t).view(len(captions), k)
+    chosen = [next(j for j in range(k) if drawn[i * k + j].tobytes() == kept[i].tobytes())
+              for i in range(len(captions))]
+    assert chosen == scores.argmax(dim=1).tolist()
+    assert any(chosen), "every kept image was the first candidate: the test cannot tell re-ranking from none"
+
+
+def test_pick_best_and_clip_scores_known_answers(pipe):
+    from unclip.rerank import clip_scores, pick_best
+    assert pick_best(torch.tensor([0.1, 0.5, 0.2, 0.9, 0.0, 0.3]), candidates=3).tolist() == [1, 3]
+    with pytest.raises(ValueError, match="5 scores do not split into groups of 3"):
+        pick_best(torch.rand(5), candidates=3)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1  # the decoder's side; the CLIP reads 32 px
+    z_t = F.normalize(torch.randn(2, 64), dim=-1)
+    up = F.interpolate(images, size=(32, 32), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    expected = (F.normalize(pipe.clip.encode_image_pixels(up), dim=-1) * z_t).sum(-1)
+    assert torch.allclose(clip_scores(pipe.clip, images, z_t), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="2 images but 1 text embeddings"):
+        clip_scores(pipe.clip, images, z_t[:1])

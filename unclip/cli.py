@@ -168,8 +168,11 @@ def _pipeline(args):
         changes["prior"] = replace(changes.get("prior", cfg.prior), sampler=args.prior_sampler)
     if getattr(args, "best_of", None):
         changes["best_of"] = args.best_of
+    if getattr(args, "candidates", None):
+        changes["candidates"] = args.candidates
     if args.decoder_steps:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), steps=args.decoder_steps)
+        changes["manipulation_steps"] = args.decoder_steps  # the verbs that invert read these
     if getattr(args, "decoder_sampler", None):
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), sampler=args.decoder_sampler)
     if args.guidance is not None:
@@ -330,10 +333,15 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
         parser.add_argument("--best-of", type=_positive_int, default=None,
                             help="diffusion prior samples per caption, the one with the highest z_i . z_t kept "
                             "(unCLIP §2.2: 2; default: the pipeline's)")
+        parser.add_argument("--candidates", type=_positive_int, default=None,
+                            help="decoder images drawn per image asked for, the one the pipeline's CLIP rates closest "
+                            "to the caption kept (CLIP re-ranking, as DALL-E 1 samples; K times the prior's and "
+                            "decoder's time; default: the pipeline's, 1)")
         parser.add_argument("--decoder-sampler", choices=SAMPLER_CHOICES, default=None,
                             help="decoder sampler: ddim, ddpm or dpm++ (DPM-Solver++(2M); default: the pipeline's)")
     parser.add_argument("--decoder-steps", type=_positive_int, default=None,
-                        help="decoder sampling steps (default: pipeline's; the manipulations always run DDIM, which "
+                        help="decoder sampling steps (default: pipeline's; for the manipulations, the pipeline's "
+                        "manipulation_steps where it sets them; the manipulations always run DDIM, which "
                         "their inversion needs)")
     if prior:
         parser.add_argument("--guidance", type=float, default=None,

@@ -75,8 +75,8 @@ def encode_images(pipe: UnCLIP, images: Sequence[Image.Image], *, steps: int | N
     x0 = torch.stack([to_tensor(im.convert("RGB"), size) for im in images]).to(device)
     cfg = pipe.config.decoder
     model_fn = pipe.decoder.denoiser(image_embedding=z_i, guidance_scale=MANIPULATION_GUIDANCE)
-    x_T = ddim_invert(model_fn, pipe.decoder.diffusion, x0, steps=steps or cfg.steps,
-                      fixed_point_iters=fixed_point_iters)
+    steps = steps or pipe.config.manipulation_steps or cfg.steps
+    x_T = ddim_invert(model_fn, pipe.decoder.diffusion, x0, steps=steps, fixed_point_iters=fixed_point_iters)
     return z_i, x_T
 
 
@@ -84,8 +84,10 @@ def decode_latent(pipe: UnCLIP, z_i: torch.Tensor, x_T: torch.Tensor, *, eta: fl
                   generator: torch.Generator | None = None, steps: int | None = None,
                   guidance_scale: float = MANIPULATION_GUIDANCE) -> torch.Tensor:
     """Images (B, 3, S, S) decoded from bipartite latents z_i (B, E), x_T (B, 3, S, S) the way every
-    manipulation decodes them: by default at MANIPULATION_GUIDANCE, the guidance the inversion ran at."""
-    return pipe.decode(z_i, x_T=x_T, eta=eta, generator=generator, steps=steps, guidance_scale=guidance_scale)
+    manipulation decodes them: with DDIM, whose eta = 0 path is the one the inversion retraced backwards (whatever
+    sampler the pipeline generates with), by default at MANIPULATION_GUIDANCE, the guidance the inversion ran at."""
+    return pipe.decode(z_i, x_T=x_T, eta=eta, generator=generator, steps=steps or pipe.config.manipulation_steps,
+                       guidance_scale=guidance_scale, sampler="ddim")
 
 
 @torch.no_grad()

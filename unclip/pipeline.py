@@ -27,6 +27,7 @@ from .decoder import Decoder, Upsampler, load_decoder, save_decoder
 from .prior import ARPrior, DiffusionPrior, load_prior, save_prior
 from .prior.embed import text_conditioning
 from .prior.kinds import PRIOR_KINDS, image_embeddings
+from .rerank import clip_scores, pick_best
 
 FORMAT_VERSION = 1
 SAMPLERS = ("ddim", "ddpm", "dpm++")
@@ -55,16 +56,27 @@ class PipelineConfig:
     0.913 at 4, 0.911 at 64; benchmarks/results/prior.json) and best-of-2, which doubles its cost, pushes
     cos(z_i, z_t) 0.033 above the true image's (one sample: 0.020; LAION's check allows 0.02). The decoder takes
     13 guided DPM-Solver++ steps (26 evaluations): on 200 test captions they scored as 25 guided DDIM steps did
-    (50 evaluations), with CLIP score 79.0 vs 79.5 and FD 0.053 vs 0.043 (the README's pipeline section)."""
+    (50 evaluations), with CLIP score 79.0 vs 79.5 and FD 0.053 vs 0.043 (the README's pipeline section).
+
+    candidates > 1 draws that many z_i and decoder images per requested image and keeps the one the pipeline's CLIP
+    rates closest to the caption (unclip/rerank.py): K times the prior's and the decoder's work, the upsamplers once.
+    Off in these defaults, which sample as the paper does; models/shapes-tiny spends its 35 evaluations on two
+    candidates of fewer steps each (train_all.py).
+
+    manipulation_steps: the DDIM steps of the manipulations' inversion and decode (unclip/manipulate.py), where
+    they should differ from the decoder's (a pipeline that samples with few solver steps still inverts with
+    enough); None: the decoder's steps."""
 
     prior_kind: str = "diffusion"  # the default route: diffusion | ar | text-embedding | none
     prior: StageSampling = StageSampling(sampler="dpm++", steps=8, guidance_scale=1.0)
     best_of: int = 1
+    candidates: int = 1
     ar_temperature: float = 1.0
     ar_top_k: int | None = None
     ar_guidance_scale: float = 1.0
     decoder: StageSampling = StageSampling(sampler="dpm++", steps=13, guidance_scale=3.0)
     upsampler: StageSampling = StageSampling(sampler="ddim", steps=27, guidance_scale=1.0)
+    manipulation_steps: int | None = None
     notes: dict = field(default_factory=dict)  # free text: where and how the stages were trained
 
     def __post_init__(self):
@@ -72,6 +84,11 @@ class PipelineConfig:
             raise ValueError(f"unknown prior kind {self.prior_kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
         if isinstance(self.best_of, bool) or not isinstance(self.best_of, int) or self.best_of < 1:
             raise ValueError(f"best_of must be a positive integer, got {self.best_of!r}")
+        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
+            raise ValueError(f"candidates must be a positive integer, got {self.candidates!r}")
+        if self.manipulation_steps is not None and (isinstance(self.manipulation_steps, bool) or not isinstance(
+                self.manipulation_steps, int) or self.manipulation_steps < 1):
+            raise ValueError(f"manipulation_steps must be None or a positive integer, got {self.manipulation_steps!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,13 +252,16 @@ class UnCLIP:
     @torch.no_grad()
     def decode(self, image_embedding: torch.Tensor | None, *, captions: Sequence[str] | None = None,
                generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
-               guidance_scale: float | None = None, steps: int | None = None) -> torch.Tensor:
+               guidance_scale: float | None = None, steps: int | None = None,
+               sampler: str | None = None) -> torch.Tensor:
         """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the captions (read as the decoder reads them:
-        the CLIP's token states, or its own caption encoder's); without captions it decodes z_i alone."""
+        the CLIP's token states, or its own caption encoder's); without captions it decodes z_i alone. The sampler
+        is the pipeline's, or DDIM when eta > 0 (the only one of them with an eta)."""
         cfg = self.config.decoder
         caption = {} if captions is None else self.decoder.caption_inputs(self.tokens(captions), clip=self.clip)
         return self.decoder.sample(image_embedding=image_embedding, **caption,
-                                   steps=steps or cfg.steps, sampler="ddim" if eta else cfg.sampler, eta=eta,
+                                   steps=steps or cfg.steps, sampler=sampler or ("ddim" if eta else cfg.sampler),
+                                   eta=eta,
                                    guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
                                    generator=generator, x_T=x_T)
 
@@ -266,15 +286,21 @@ class UnCLIP:
         """Images for each caption (num_images per caption, caption-major), seeded.
 
         Returns the final stage's PIL images, or with stages=True a dict {"decoder": [...], "upsampler1": [...]}.
-        upsample=False stops after the decoder.
+        upsample=False stops after the decoder. With config.candidates = K > 1 each image is the best of K decoder
+        images by CLIP (unclip/rerank.py); the K candidates of an image are what num_images=K would have drawn.
         """
         captions = [captions] if isinstance(captions, str) else list(captions)
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
-        batch = [c for c in captions for _ in range(num_images)]
+        k = self.config.candidates
+        batch = [c for c in captions for _ in range(num_images * k)]  # caption-major, then image, then candidate
         generator = torch.Generator(self.device).manual_seed(seed)
         z_i = self.image_embeddings(batch, prior=prior, generator=generator)
-        images = {"decoder": self.decode(z_i, captions=batch, generator=generator)}
+        decoded = self.decode(z_i, captions=batch, generator=generator)  # (B * K, 3, S, S)
+        if k > 1:
+            z_t = self.text_conditioning(batch)[0]
+            decoded = decoded[pick_best(clip_scores(self.clip, decoded, z_t), candidates=k)]
+        images = {"decoder": decoded}
         if upsample:
             for i, x in enumerate(self.upsample(images["decoder"], generator=generator)):
                 images[f"upsampler{i + 1}"] = x

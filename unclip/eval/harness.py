@@ -52,13 +52,14 @@ def _load(directory: Path) -> tuple[list[Image.Image], list[str]]:
 
 
 def nfe_per_image(pipe: UnCLIP, kind: str) -> int:
-    """Network evaluations per image: prior (x best-of, x2 when guided), decoder (x2 when guided), upsamplers."""
+    """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 when guided), both x the
+    re-ranking candidates, then the upsamplers once."""
     cfg = pipe.config
     prior = {"diffusion": cfg.prior.steps * cfg.best_of * (1 if cfg.prior.guidance_scale == 1 else 2),
              "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
                                                                                 else 2)}.get(kind, 0)
     decoder = cfg.decoder.steps * (1 if cfg.decoder.guidance_scale == 1 else 2)
-    return prior + decoder + cfg.upsampler.steps * len(pipe.upsamplers)
+    return (prior + decoder) * cfg.candidates + cfg.upsampler.steps * len(pipe.upsamplers)
 
 
 @torch.no_grad()
@@ -71,6 +72,7 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     kind = prior or pipe.config.prior_kind
     n_novel = n // 2 if n_novel is None else n_novel
     metrics: dict = {"model": pipe.source, "prior": kind, "n": n, "n_novel": n_novel, "upsample": upsample,
+                     "candidates": pipe.config.candidates,
                      "nfe_per_image": nfe_per_image(pipe, kind) - (0 if upsample else
                                                                     pipe.config.upsampler.steps * len(pipe.upsamplers))}
     # ----- sampling: images + manifests ------------------------------------------------------------------
@@ -139,8 +141,9 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
 
 def report(m: dict) -> str:
     lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {m['n']} test and {m['n_novel']} novel "
-             f"captions, {'upsampled' if m['upsample'] else 'decoder-size'} images, {m['nfe_per_image']} network "
-             f"evaluations and {m['seconds_per_image']:.2f} s per image.", "",
+             f"captions, {'upsampled' if m['upsample'] else 'decoder-size'} images"
+             + (f" (each the best of {m['candidates']} by CLIP)" if m.get("candidates", 1) > 1 else "")
+             + f", {m['nfe_per_image']} network evaluations and {m['seconds_per_image']:.2f} s per image.", "",
              "| skill | n | accuracy |", "|---|--:|--:|"]
     for tag in SKILLS:
         if tag in m["skills"]:
