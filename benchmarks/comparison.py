@@ -10,7 +10,8 @@ trade-off), and decoder sampling steps (NFE, with the pipeline's decoder sampler
         --eval-encoder runs/clip-eval/model --n 500 --out runs/comparison-20k
 
 (--model and --glide: pipelines whose decoders had the same training, e.g. tiny-16-rb1 and tiny-16-rb1-glide at the
-same step; the README's Evaluation section has the commands that build them.)
+same step; the README's Evaluation section has the commands that build them. Every row draws one image per caption,
+as the paper samples: a pipeline's CLIP re-ranking, PipelineConfig.candidates, is turned off here.)
 
 Prints the tables, writes benchmarks/results/comparison.json, benchmarks/RESULTS.md and (with matplotlib, the
 `plots` extra) benchmarks/results/comparison_guidance.png and comparison_nfe.png.
@@ -187,6 +188,10 @@ def main(argv=None) -> int:
     out, encoder = Path(args.out), load_clip(args.eval_encoder).eval()
     common = dict(eval_encoder=encoder, diversity_captions=args.diversity_captions, diversity_k=args.diversity_k)
     unclip_pipe, glide_pipe = UnCLIP.from_pretrained(args.model), UnCLIP.from_pretrained(args.glide)
+    for pipe in (unclip_pipe, glide_pipe):  # the paper samples without CLIP re-ranking: every row draws one image
+        if pipe.config.candidates != 1:
+            print(f"{pipe.source}: re-ranking of {pipe.config.candidates} candidates turned off for the comparison")
+            pipe.config = pipe.config.with_(candidates=1)
     size = unclip_pipe.decoder.config.image_size
     rows, started = {}, time.perf_counter()
     for name, pipe, kind in (("unCLIP, diffusion prior", unclip_pipe, "diffusion"),
