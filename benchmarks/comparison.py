@@ -6,8 +6,8 @@ Rows (unCLIP Table 2 and §5's ablation, each measured by the same `unclip eval`
 Curves: decoder guidance scale vs (scorer accuracy, diversity) for unCLIP and for GLIDE (the paper's Figure 9
 trade-off), and decoder sampling steps (NFE, with the pipeline's decoder sampler) vs (accuracy, FD) for unCLIP.
 
-    .venv/bin/python benchmarks/comparison.py --model runs/cmp-unclip-20k --glide runs/cmp-glide-20k \\
-        --eval-encoder runs/clip-eval/model --n 500 --out runs/comparison-20k
+    .venv/bin/python benchmarks/comparison.py --model runs/cmp-unclip-27k --glide runs/cmp-glide-27k \\
+        --eval-encoder runs/clip-eval/model --n 500 --out runs/comparison-27k
 
 (--model and --glide: pipelines whose decoders had the same training, e.g. tiny-16-rb1 and tiny-16-rb1-glide at the
 same step; the README's Evaluation section has the commands that build them. Every row draws one image per caption,
