@@ -233,6 +233,47 @@ def test_eval_reports_what_the_world_scorer_says(pipe, tmp_path):
     assert e["fd"] >= 0 and 0 <= e["precision"] <= 1 and e["diversity"] >= 0
     assert set(metrics["prior_metrics"]) >= {"cos_true", "cos_text_gap", "cos_unrelated_text"}
     assert "| **overall** |" in (tmp_path / "report.md").read_text()
+    assert "samples.png" in metrics["plots"] and (tmp_path / "samples.png").is_file()
+    try:
+        import matplotlib  # noqa: F401  (the optional `plots` extra)
+    except ImportError:
+        assert "accuracy_by_skill.png" not in metrics["plots"]
+    else:
+        assert "accuracy_by_skill.png" in metrics["plots"] and (tmp_path / "accuracy_by_skill.png").is_file()
+
+
+def test_eval_on_emoji_measures_against_the_held_out_emoji(pipe, tmp_path):
+    """Another source has no scorer: its samples are measured against its own first images, with a floor."""
+    from unclip.data.emoji import EmojiDataset
+    from unclip.eval.harness import evaluate
+
+    encoder = CLIP(preset("tiny").with_(vocab_size=pipe.clip.config.vocab_size, vision_layers=1, text_layers=1,
+                                        image_size=16))
+    encoder.tokenizer = pipe.clip.tokenizer
+    metrics = evaluate(pipe, tmp_path, n=5, eval_encoder=encoder.eval(), data="emoji", diversity_captions=2,
+                       diversity_k=2)
+    held_out = EmojiDataset("test", size=16)
+    entries, errors = read_manifest(tmp_path / "test")
+    assert not errors and metrics["overall"] is None and metrics["data"] == "emoji:test"
+    order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(0)).tolist()
+    fitting = [held_out.items[i][0] for i in order if _fits(pipe, held_out.items[i][0])]
+    assert [e.caption for e in entries] == fitting[:5]
+    e = metrics["eval_encoder"]
+    assert e["fd"] >= 0 and e["fd_real_vs_real"] >= 0 and 0 <= e["recall"] <= 1 and e["diversity"] >= 0
+    assert set(metrics["prior_metrics"]) >= {"cos_true", "cos_text_gap"}
+    assert "no scorer" in (tmp_path / "report.md").read_text() and (tmp_path / "samples.png").is_file()
+    with pytest.raises(ValueError, match="pass --eval-encoder"):
+        evaluate(pipe, tmp_path / "x", n=5, data="emoji")
+    with pytest.raises(ValueError, match="unknown data source"):
+        evaluate(pipe, tmp_path / "y", n=5, data="pictures", eval_encoder=encoder)
+
+
+def _fits(pipe, caption):
+    try:
+        pipe.tokens([caption])
+        return True
+    except ValueError:
+        return False
 
 
 def test_a_text_only_decoder_takes_no_prior(pipe, tmp_path):

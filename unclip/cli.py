@@ -292,10 +292,17 @@ def _eval(args) -> int:
 
     pipe = _pipeline(args)
     encoder = load_clip(args.eval_encoder) if args.eval_encoder else None
+    if args.data != "shapes" and encoder is None:
+        raise SystemExit(f"unclip eval --data {args.data}: only the world has a scorer; another source is measured in "
+                         "the features of an evaluation encoder: pass --eval-encoder DIR")
     metrics = evaluate(pipe, args.out, n=args.n, n_novel=args.n_novel, eval_encoder=encoder, prior=args.prior,
-                       upsample=args.upsample, seed=args.seed, progress=lambda text: print(text, flush=True))
+                       upsample=args.upsample, seed=args.seed, data=args.data,
+                       progress=lambda text: print(text, flush=True))
     print((Path(args.out) / "report.md").read_text())
-    print(f"wrote {Path(args.out) / 'metrics.json'} (overall {metrics['overall']:.3f})")
+    e = metrics.get("eval_encoder", {})
+    headline = (f"overall {metrics['overall']:.3f}" if metrics["overall"] is not None else
+                f"FD {e['fd']:.3f}, real-vs-real {e['fd_real_vs_real']:.3f}")
+    print(f"wrote {Path(args.out) / 'metrics.json'} ({headline})")
     return 0
 
 
@@ -477,11 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate images for N test-split and N/2 novel-split captions into --out (PNGs + prompts.jsonl, "
         "which `unclip world score` reads too), then report the scorer's accuracy by skill, held-out-pair accuracy, "
         "the prior's metrics and, with --eval-encoder (a CLIP trained by `unclip train clip --preset eval`), "
-        "FD, KID, precision/recall, CLIP score and diversity.")
+        "FD, KID, precision/recall, CLIP score and diversity; writes report.md, metrics.json, samples.png and (with "
+        "matplotlib) accuracy_by_skill.png. --data emoji measures against held-out emoji instead.")
     ev.add_argument("--n", type=int, default=500, help="test captions (default: 500)")
     ev.add_argument("--n-novel", type=int, default=None, help="novel-split captions (default: n / 2)")
     ev.add_argument("--eval-encoder", default=None, help="evaluation CLIP directory (not the pipeline's own)")
     ev.add_argument("--upsample", action="store_true", help="score the upsampled images (default: decoder size)")
+    ev.add_argument("--data", default="shapes",
+                    help="what to generate for and measure against: shapes (default: the world's test and novel "
+                    "captions, scored exactly) or another source of captioned images, e.g. emoji (its held-out test "
+                    "split; needs the emoji extra) or folder:DIR, measured with --eval-encoder only (FD, KID, "
+                    "precision/recall, CLIP score, diversity against the source's own first 2N images)")
     ev.add_argument("--out", required=True, help="output directory")
     _add_sampling_args(ev, prior=True)
     ev.set_defaults(run=_eval)

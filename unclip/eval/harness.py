@@ -26,12 +26,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..clip import CLIP
-from ..data.images import to_tensor
+from ..data.images import to_pil, to_tensor
+from ..data.sources import make_dataset
 from ..outputs import generate
 from ..pipeline import UnCLIP
 from ..world import ShapesDataset, read_manifest, render, sample_scene, score_entries, summarise
 from ..world.captions import SKILLS
 from .features import frechet_distance, kernel_inception_distance, mean_pairwise_distance, precision_recall
+from .plots import write_plots
 from .prior_metrics import prior_metrics
 
 
@@ -66,8 +68,16 @@ def nfe_per_image(pipe: UnCLIP, kind: str) -> int:
 def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int | None = None,
              eval_encoder: CLIP | None = None, prior: str | None = None, upsample: bool = False,
              diversity_captions: int = 25, diversity_k: int = 4, seed: int = 0,
-             progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Generate, measure, and write metrics.json and report.md into `out`; returns the metrics."""
+             data: str = "shapes", progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Generate, measure, and write metrics.json, report.md and PNG plots into `out`; returns the metrics.
+
+    data: "shapes" (the world's test and novel captions, scored exactly), or another source of captioned images
+    (`emoji`, `emoji:test`, `folder:DIR`, ...; a bare `emoji` means its held-out `test` split), measured against its
+    own images with the evaluation encoder alone, since nothing there has a scorer (evaluate_source)."""
+    if data != "shapes":
+        return evaluate_source(pipe, out, data=data, n=n, eval_encoder=eval_encoder, prior=prior, upsample=upsample,
+                               diversity_captions=diversity_captions, diversity_k=diversity_k, seed=seed,
+                               progress=progress)
     out = Path(out)
     kind = prior or pipe.config.prior_kind
     n_novel = n // 2 if n_novel is None else n_novel
@@ -134,23 +144,118 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
             images, _ = _load(out / "diversity")
             feats = encode_images(eval_encoder, images).reshape(len(records), diversity_k, -1)
             metrics["eval_encoder"]["diversity"] = mean_pairwise_distance(feats)
+    return _write(out, metrics)
+
+
+def _write(out: Path, metrics: dict) -> dict:
+    metrics["plots"] = write_plots(out, metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "report.md").write_text(report(metrics))
     return metrics
 
 
+def _source_split(data: str) -> str:
+    """A bare `emoji` is its held-out split; every other spec is read as given."""
+    return "emoji:test" if data == "emoji" else data
+
+
+@torch.no_grad()
+def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int = 500, eval_encoder: CLIP | None,
+                    prior: str | None = None, upsample: bool = False, diversity_captions: int = 25,
+                    diversity_k: int = 4, seed: int = 0, progress: Callable[[str], None] = lambda _: None) -> dict:
+    """`unclip eval --data SOURCE`: generate for the captions of n of a source's images and measure the samples
+    against those images in the evaluation encoder's features (FD, KID, precision/recall, CLIP score, diversity),
+    with a real-vs-real floor from n more, and the prior's metrics against the images' own z_i. The 2n images are
+    the first of a permutation of the source seeded by `seed` (a source's own order is often by kind: emoji start
+    with flags). With fewer than 2n usable images n becomes half of what there is, so the floor has as many."""
+    if eval_encoder is None:
+        raise ValueError(f"--data {data}: a source without the world's scorer is measured only in the evaluation "
+                         "encoder's features; pass --eval-encoder DIR")
+    out, spec, kind = Path(out), _source_split(data), prior or pipe.config.prior_kind
+    dataset = make_dataset(spec, size=eval_encoder.config.image_size)
+    items, skipped = [], 0
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()  # a spread, seeded
+    for i in order:
+        if len(items) == 2 * n:
+            break
+        item = dataset[i]
+        if item is None:
+            continue
+        try:
+            pipe.tokens([item["caption"]])  # a caption past the pipeline's context is left out, and counted
+        except ValueError:
+            skipped += 1
+            continue
+        items.append(item)
+    m = min(n, len(items) // 2)
+    if m < 4:
+        raise ValueError(f"--data {data} holds {len(items)} readable images whose captions fit the pipeline's context "
+                         f"({skipped} did not); need at least 8 (4 to generate for, 4 for the real-vs-real floor)")
+    real_items, other_items = items[:m], items[m:2 * m]
+    records = [{"caption": item["caption"], "split": spec, "index": i} for i, item in enumerate(real_items)]
+    metrics: dict = {"model": pipe.source, "data": spec, "prior": kind, "n": m, "n_novel": 0, "upsample": upsample,
+                     "candidates": pipe.config.candidates, "overall": None, "captions_past_context": skipped,
+                     "nfe_per_image": nfe_per_image(pipe, kind) - (0 if upsample else
+                                                                    pipe.config.upsampler.steps * len(pipe.upsamplers))}
+    progress(f"generating {m} {spec} captions")
+    started = time.perf_counter()
+    generate(pipe, records, out / "test", seed=seed, prior=kind, upsample=upsample)
+    metrics["seconds_per_image"] = (time.perf_counter() - started) / m
+
+    if kind != "none":
+        progress("prior metrics")
+        size = pipe.clip.config.image_size
+        true = F.normalize(pipe.clip.encode_image_pixels(torch.stack([to_tensor(to_pil(item["image"]), size)
+                                                                      for item in real_items]).to(pipe.device)), dim=-1)
+        captions = [r["caption"] for r in records]
+        z_t, _, _ = pipe.text_conditioning(captions)
+        g = torch.Generator(pipe.device).manual_seed(seed)
+        pred = torch.cat([pipe.image_embeddings(captions[s:s + 100], prior=kind, generator=g)
+                          for s in range(0, m, 100)])
+        metrics["prior_metrics"] = prior_metrics(pred.cpu(), true.cpu(), z_t.cpu())
+
+    progress("evaluation-encoder metrics")
+    fake_images, captions = _load(out / "test")
+    fake = encode_images(eval_encoder, fake_images)
+    real = encode_images(eval_encoder, [to_pil(item["image"]) for item in real_items])
+    other = encode_images(eval_encoder, [to_pil(item["image"]) for item in other_items])
+    kid, kid_std = kernel_inception_distance(real, fake, subset_size=min(100, m))
+    floor_kid, _ = kernel_inception_distance(real, other, subset_size=min(100, m))
+    precision, recall = precision_recall(real, fake, k=3)
+    text = F.normalize(eval_encoder.encode_text(captions), dim=-1)
+    metrics["eval_encoder"] = {
+        "fd": frechet_distance(real, fake), "fd_real_vs_real": frechet_distance(real, other),
+        "kid": kid, "kid_std": kid_std, "kid_real_vs_real": floor_kid, "precision": precision, "recall": recall,
+        "clip_score": float(100 * (fake * text).sum(-1).clamp(min=0).mean()),
+        "clip_score_real": float(100 * (real * text).sum(-1).clamp(min=0).mean())}
+    if diversity_captions:
+        progress("diversity")
+        chosen = records[:diversity_captions]
+        generate(pipe, chosen, out / "diversity", n_per_prompt=diversity_k, seed=seed + 1, prior=kind,
+                 upsample=upsample)
+        images, _ = _load(out / "diversity")
+        feats = encode_images(eval_encoder, images).reshape(len(chosen), diversity_k, -1)
+        metrics["eval_encoder"]["diversity"] = mean_pairwise_distance(feats)
+    return _write(out, metrics)
+
+
 def report(m: dict) -> str:
-    lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {m['n']} test and {m['n_novel']} novel "
-             f"captions, {'upsampled' if m['upsample'] else 'decoder-size'} images"
+    source = m.get("data", "shapes")
+    what = (f"{m['n']} test and {m['n_novel']} novel captions" if source == "shapes" else
+            f"the captions of {m['n']} images of `{source}` (no scorer: measured against those images; "
+            f"{m.get('captions_past_context', 0)} captions past the pipeline's context left out)")
+    lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {what}, "
+             f"{'upsampled' if m['upsample'] else 'decoder-size'} images"
              + (f" (each the best of {m['candidates']} by CLIP)" if m.get("candidates", 1) > 1 else "")
-             + f", {m['nfe_per_image']} network evaluations and {m['seconds_per_image']:.2f} s per image.", "",
-             "| skill | n | accuracy |", "|---|--:|--:|"]
-    for tag in SKILLS:
-        if tag in m["skills"]:
-            lines.append(f"| {tag} | {m['counts'][tag]} | {m['skills'][tag]:.3f} |")
-    lines.append(f"| **overall** | {m['n']} | **{m['overall']:.3f}** |")
-    if m.get("novel_overall") is not None:
-        lines.append(f"| novel split (held-out pairs) | {m['n_novel']} | {m['novel_overall']:.3f} |")
+             + f", {m['nfe_per_image']} network evaluations and {m['seconds_per_image']:.2f} s per image.", ""]
+    if m["overall"] is not None:
+        lines += ["| skill | n | accuracy |", "|---|--:|--:|"]
+        for tag in SKILLS:
+            if tag in m["skills"]:
+                lines.append(f"| {tag} | {m['counts'][tag]} | {m['skills'][tag]:.3f} |")
+        lines.append(f"| **overall** | {m['n']} | **{m['overall']:.3f}** |")
+        if m.get("novel_overall") is not None:
+            lines.append(f"| novel split (held-out pairs) | {m['n_novel']} | {m['novel_overall']:.3f} |")
     if "prior_metrics" in m:
         lines += ["", "| prior metric | value |", "|---|--:|"] + [f"| {k} | {v:.3f} |" for k, v in
                                                                  m["prior_metrics"].items()]
@@ -160,4 +265,6 @@ def report(m: dict) -> str:
     else:
         lines += ["", "No evaluation encoder given (--eval-encoder): FD, KID, precision/recall, CLIP score and "
                   "diversity were not measured."]
+    if m.get("plots"):
+        lines += [""] + [f"![{name}]({name})" for name in m["plots"]]
     return "\n".join(lines) + "\n"
