@@ -111,39 +111,18 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     if kind != "none":
         progress("prior metrics")
         data = ShapesDataset("test", size=pipe.clip.config.image_size, length=n)
-        true = F.normalize(pipe.clip.encode_image_pixels(torch.stack([data[i][0] for i in range(n)])), dim=-1)
-        captions = [r["caption"] for r in prompts["test"]]
-        z_t, _, _ = pipe.text_conditioning(captions)
-        g = torch.Generator(pipe.device).manual_seed(seed)
-        pred = torch.cat([pipe.image_embeddings(captions[s:s + 100], prior=kind, generator=g)
-                          for s in range(0, n, 100)])
-        metrics["prior_metrics"] = prior_metrics(pred.cpu(), true.cpu(), z_t.cpu())
+        metrics["prior_metrics"] = _prior_metrics(pipe, kind, [r["caption"] for r in prompts["test"]],
+                                                  torch.stack([data[i][0] for i in range(n)]), seed=seed)
 
     # ----- evaluation-encoder metrics ---------------------------------------------------------------------
     if eval_encoder is not None and n >= 4:
         progress("evaluation-encoder metrics")
-        fake_images, captions = _load(out / "test")
-        fake = encode_images(eval_encoder, fake_images)
         size = eval_encoder.config.image_size
-        real = encode_images(eval_encoder, [render(sample_scene("test", i), size) for i in range(n)])
-        other = encode_images(eval_encoder, [render(sample_scene("test", n + i), size) for i in range(n)])
-        kid, kid_std = kernel_inception_distance(real, fake, subset_size=min(100, n))
-        floor_kid, _ = kernel_inception_distance(real, other, subset_size=min(100, n))
-        precision, recall = precision_recall(real, fake, k=3)
-        text = F.normalize(eval_encoder.encode_text(captions), dim=-1)
-        real_text_score = float(100 * (real * text).sum(-1).clamp(min=0).mean())
-        metrics["eval_encoder"] = {
-            "fd": frechet_distance(real, fake), "fd_real_vs_real": frechet_distance(real, other),
-            "kid": kid, "kid_std": kid_std, "kid_real_vs_real": floor_kid, "precision": precision, "recall": recall,
-            "clip_score": float(100 * (fake * text).sum(-1).clamp(min=0).mean()), "clip_score_real": real_text_score}
-        if diversity_captions:
-            progress("diversity")
-            records = prompts["test"][:diversity_captions]
-            generate(pipe, records, out / "diversity", n_per_prompt=diversity_k, seed=seed + 1, prior=kind,
-                     upsample=upsample)
-            images, _ = _load(out / "diversity")
-            feats = encode_images(eval_encoder, images).reshape(len(records), diversity_k, -1)
-            metrics["eval_encoder"]["diversity"] = mean_pairwise_distance(feats)
+        metrics["eval_encoder"] = _encoder_metrics(
+            pipe, out, encoder=eval_encoder, real=[render(sample_scene("test", i), size) for i in range(n)],
+            other=[render(sample_scene("test", n + i), size) for i in range(n)],
+            diversity_records=prompts["test"][:diversity_captions], diversity_k=diversity_k, kind=kind,
+            upsample=upsample, seed=seed, progress=progress)
     return _write(out, metrics)
 
 
@@ -151,6 +130,43 @@ def _write(out: Path, metrics: dict) -> dict:
     metrics["plots"] = write_plots(out, metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "report.md").write_text(report(metrics))
+    return metrics
+
+
+def _prior_metrics(pipe: UnCLIP, kind: str, captions: list[str], pixels: torch.Tensor, *, seed: int) -> dict:
+    """The prior's z_i for the captions against the true z_i of their images (pixels (N, 3, S, S) at the CLIP's
+    side), in the pipeline's own CLIP."""
+    true = F.normalize(pipe.clip.encode_image_pixels(pixels.to(pipe.device)), dim=-1)
+    z_t, _, _ = pipe.text_conditioning(captions)
+    g = torch.Generator(pipe.device).manual_seed(seed)
+    pred = torch.cat([pipe.image_embeddings(captions[s:s + 100], prior=kind, generator=g)
+                      for s in range(0, len(captions), 100)])
+    return prior_metrics(pred.cpu(), true.cpu(), z_t.cpu())
+
+
+def _encoder_metrics(pipe: UnCLIP, out: Path, *, encoder: CLIP, real: list[Image.Image], other: list[Image.Image],
+                     diversity_records: list[dict], diversity_k: int, kind: str, upsample: bool, seed: int,
+                     progress: Callable[[str], None]) -> dict:
+    """FD, KID, precision/recall and CLIP score of out/test's samples against the real images, each beside its
+    real-vs-real floor (`other`: as many different real images), and diversity over K samples of each record."""
+    fake_images, captions = _load(out / "test")
+    fake, real_f, other_f = (encode_images(encoder, images) for images in (fake_images, real, other))
+    n = len(real)
+    kid, kid_std = kernel_inception_distance(real_f, fake, subset_size=min(100, n))
+    floor_kid, _ = kernel_inception_distance(real_f, other_f, subset_size=min(100, n))
+    precision, recall = precision_recall(real_f, fake, k=3)
+    text = F.normalize(encoder.encode_text(captions), dim=-1)
+    metrics = {"fd": frechet_distance(real_f, fake), "fd_real_vs_real": frechet_distance(real_f, other_f),
+               "kid": kid, "kid_std": kid_std, "kid_real_vs_real": floor_kid, "precision": precision,
+               "recall": recall, "clip_score": float(100 * (fake * text).sum(-1).clamp(min=0).mean()),
+               "clip_score_real": float(100 * (real_f * text).sum(-1).clamp(min=0).mean())}
+    if diversity_records:
+        progress("diversity")
+        generate(pipe, diversity_records, out / "diversity", n_per_prompt=diversity_k, seed=seed + 1, prior=kind,
+                 upsample=upsample)
+        images, _ = _load(out / "diversity")
+        feats = encode_images(encoder, images).reshape(len(diversity_records), diversity_k, -1)
+        metrics["diversity"] = mean_pairwise_distance(feats)
     return metrics
 
 
@@ -205,37 +221,14 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
     if kind != "none":
         progress("prior metrics")
         size = pipe.clip.config.image_size
-        true = F.normalize(pipe.clip.encode_image_pixels(torch.stack([to_tensor(to_pil(item["image"]), size)
-                                                                      for item in real_items]).to(pipe.device)), dim=-1)
-        captions = [r["caption"] for r in records]
-        z_t, _, _ = pipe.text_conditioning(captions)
-        g = torch.Generator(pipe.device).manual_seed(seed)
-        pred = torch.cat([pipe.image_embeddings(captions[s:s + 100], prior=kind, generator=g)
-                          for s in range(0, m, 100)])
-        metrics["prior_metrics"] = prior_metrics(pred.cpu(), true.cpu(), z_t.cpu())
+        metrics["prior_metrics"] = _prior_metrics(pipe, kind, [r["caption"] for r in records], torch.stack(
+            [to_tensor(to_pil(item["image"]), size) for item in real_items]), seed=seed)
 
     progress("evaluation-encoder metrics")
-    fake_images, captions = _load(out / "test")
-    fake = encode_images(eval_encoder, fake_images)
-    real = encode_images(eval_encoder, [to_pil(item["image"]) for item in real_items])
-    other = encode_images(eval_encoder, [to_pil(item["image"]) for item in other_items])
-    kid, kid_std = kernel_inception_distance(real, fake, subset_size=min(100, m))
-    floor_kid, _ = kernel_inception_distance(real, other, subset_size=min(100, m))
-    precision, recall = precision_recall(real, fake, k=3)
-    text = F.normalize(eval_encoder.encode_text(captions), dim=-1)
-    metrics["eval_encoder"] = {
-        "fd": frechet_distance(real, fake), "fd_real_vs_real": frechet_distance(real, other),
-        "kid": kid, "kid_std": kid_std, "kid_real_vs_real": floor_kid, "precision": precision, "recall": recall,
-        "clip_score": float(100 * (fake * text).sum(-1).clamp(min=0).mean()),
-        "clip_score_real": float(100 * (real * text).sum(-1).clamp(min=0).mean())}
-    if diversity_captions:
-        progress("diversity")
-        chosen = records[:diversity_captions]
-        generate(pipe, chosen, out / "diversity", n_per_prompt=diversity_k, seed=seed + 1, prior=kind,
-                 upsample=upsample)
-        images, _ = _load(out / "diversity")
-        feats = encode_images(eval_encoder, images).reshape(len(chosen), diversity_k, -1)
-        metrics["eval_encoder"]["diversity"] = mean_pairwise_distance(feats)
+    metrics["eval_encoder"] = _encoder_metrics(
+        pipe, out, encoder=eval_encoder, real=[to_pil(item["image"]) for item in real_items],
+        other=[to_pil(item["image"]) for item in other_items], diversity_records=records[:diversity_captions],
+        diversity_k=diversity_k, kind=kind, upsample=upsample, seed=seed, progress=progress)
     return _write(out, metrics)
 
 
