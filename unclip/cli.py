@@ -340,10 +340,10 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
         parser.add_argument("--best-of", type=_positive_int, default=None,
                             help="diffusion prior samples per caption, the one with the highest z_i . z_t kept "
                             "(unCLIP §2.2: 2; default: the pipeline's)")
-        parser.add_argument("--candidates", type=_positive_int, default=None,
+        parser.add_argument("--candidates", type=_positive_int, default=None, metavar="K",
                             help="decoder images drawn per image asked for, the one the pipeline's CLIP rates closest "
                             "to the caption kept (CLIP re-ranking, as DALL-E 1 samples; K times the prior's and "
-                            "decoder's time; default: the pipeline's, 1)")
+                            "decoder's work; default: the pipeline's: 2 for models/shapes-tiny, 1 to turn it off)")
         parser.add_argument("--decoder-sampler", choices=SAMPLER_CHOICES, default=None,
                             help="decoder sampler: ddim, ddpm or dpm++ (DPM-Solver++(2M); default: the pipeline's)")
     parser.add_argument("--decoder-steps", type=_positive_int, default=None,
@@ -494,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what to generate for and measure against: shapes (default: the world's test and novel "
                     "captions, scored exactly) or another source of captioned images, e.g. emoji (its held-out test "
                     "split; needs the emoji extra) or folder:DIR, measured with --eval-encoder only (FD, KID, "
-                    "precision/recall, CLIP score, diversity against the source's own first 2N images)")
+                    "precision/recall, CLIP score, diversity against the source's own images: 2N of them, drawn by a "
+                    "seeded permutation, N to generate for and N for the real-vs-real floor)")
     ev.add_argument("--out", required=True, help="output directory")
     _add_sampling_args(ev, prior=True)
     ev.set_defaults(run=_eval)
