@@ -4,10 +4,11 @@ Rows (unCLIP Table 2 and §5's ablation, each measured by the same `unclip eval`
   unCLIP + diffusion prior, unCLIP + autoregressive prior, the decoder fed z_t (no prior), a GLIDE-style
   decoder (the same decoder and training recipe, conditioned on the caption alone) and real renders (the ceiling).
 Curves: decoder guidance scale vs (scorer accuracy, diversity) for unCLIP and for GLIDE (the paper's Figure 9
-trade-off), and decoder sampling steps (NFE, with the pipeline's decoder sampler) vs (accuracy, FD) for unCLIP.
+trade-off), and decoder sampling steps (NFE) vs (accuracy, FD) for unCLIP, one curve per decoder sampler
+(DPM-Solver++ and DDIM by default).
 
     .venv/bin/python benchmarks/comparison.py --model runs/cmp-unclip-27k --glide runs/cmp-glide-27k \\
-        --eval-encoder runs/clip-eval/model --n 500 --out runs/comparison-27k
+        --eval-encoder runs/clip-eval/model --n 500 --out runs/comparison-27k-b
 
 (--model and --glide: pipelines whose decoders had the same training, e.g. tiny-16-rb1 and tiny-16-rb1-glide at the
 same step; the README's Evaluation section has the commands that build them. Every row draws one image per caption,
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from unclip.clip import load_clip
 from unclip.eval.features import frechet_distance, kernel_inception_distance, precision_recall
 from unclip.eval.harness import encode_images, evaluate
-from unclip.pipeline import UnCLIP
+from unclip.pipeline import SAMPLERS, UnCLIP
 from unclip.world import render, sample_scene, score_image
 from unclip.world.captions import SKILLS
 
@@ -107,12 +108,13 @@ def plot(results: dict, out_dir: Path) -> list[str]:
     fig.savefig(out_dir / "comparison_guidance.png", dpi=110)
     written.append("comparison_guidance.png")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    curve = results["nfe"]
-    axes[0].plot([p["steps"] for p in curve], [p["overall"] for p in curve], "o-")
-    axes[1].plot([p["steps"] for p in curve], [p["fd"] for p in curve], "o-")
-    sampler = sampler_name(results)
-    axes[0].set(xlabel=f"decoder {sampler} steps", ylabel="scorer accuracy", xscale="log")
-    axes[1].set(xlabel=f"decoder {sampler} steps", ylabel="FD (evaluation encoder)", xscale="log")
+    for sampler, curve in nfe_curves(results).items():
+        label = SAMPLER_NAMES.get(sampler, sampler)
+        axes[0].plot([p["nfe"] for p in curve], [p["overall"] for p in curve], "o-", label=label)
+        axes[1].plot([p["nfe"] for p in curve], [p["fd"] for p in curve], "o-", label=label)
+    axes[0].set(xlabel="decoder network evaluations", ylabel="scorer accuracy", xscale="log")
+    axes[1].set(xlabel="decoder network evaluations", ylabel="FD (evaluation encoder)", xscale="log")
+    axes[0].legend()
     fig.tight_layout()
     fig.savefig(out_dir / "comparison_nfe.png", dpi=110)
     written.append("comparison_nfe.png")
@@ -120,10 +122,20 @@ def plot(results: dict, out_dir: Path) -> list[str]:
     return written
 
 
+SAMPLER_NAMES = {"ddim": "DDIM", "dpm++": "DPM-Solver++", "ddpm": "DDPM"}
+
+
 def sampler_name(results: dict) -> str:
-    """The decoder sampler the curves ran with (results written before it was recorded ran DDIM)."""
+    """The pipeline's decoder sampler, which the guidance curves ran with (results written before it was recorded
+    ran DDIM)."""
     sampler = results.get("pipeline_decoder_sampler", "ddim")
-    return {"ddim": "DDIM", "dpm++": "DPM-Solver++", "ddpm": "DDPM"}.get(sampler, sampler)
+    return SAMPLER_NAMES.get(sampler, sampler)
+
+
+def nfe_curves(results: dict) -> dict[str, list[dict]]:
+    """{sampler: [points]} (results written before several samplers were measured hold one list, the pipeline's)."""
+    nfe = results["nfe"]
+    return nfe if isinstance(nfe, dict) else {results.get("pipeline_decoder_sampler", "ddim"): nfe}
 
 
 def results_md(results: dict, plots: list[str]) -> str:
@@ -147,8 +159,10 @@ def results_md(results: dict, plots: list[str]) -> str:
         lines += [f"| {name} | {p['guidance']:g} | {p['overall']:.3f} | {fmt(p['diversity'])} | {fmt(p['fd'])} |"
                   for p in curve]
     lines += ["", "## Decoder sampling steps vs accuracy and FD (unCLIP, diffusion prior)", "",
-              f"| {sampler_name(results)} steps | decoder NFE | accuracy | FD |", "|--:|--:|--:|--:|"]
-    lines += [f"| {p['steps']} | {p['nfe']} | {p['overall']:.3f} | {fmt(p['fd'])} |" for p in results["nfe"]]
+              f"{a['curve_n']} test captions per point, decoder guidance at the pipeline's scale.", "",
+              "| sampler | steps | decoder NFE | accuracy | FD |", "|---|--:|--:|--:|--:|"]
+    lines += [f"| {SAMPLER_NAMES.get(sampler, sampler)} | {p['steps']} | {p['nfe']} | {p['overall']:.3f} | "
+              f"{fmt(p['fd'])} |" for sampler, curve in nfe_curves(results).items() for p in curve]
     if plots:
         lines += [""] + [f"![{name}](results/{name})" for name in plots]
     lines += ["", "## What holds at this scale", "", results.get("verdict", "(see the closing note of issue 9)"), ""]
@@ -164,7 +178,9 @@ def main(argv=None) -> int:
     p.add_argument("--curve-n", type=int, default=100, help="test captions per curve point")
     p.add_argument("--guidance", type=float, nargs="+", default=[1, 2, 3, 5, 8])
     p.add_argument("--steps", type=int, nargs="+", default=[5, 10, 25, 50],
-                   help="decoder sampling steps for the NFE curve")
+                   help="decoder sampling steps for the NFE curves")
+    p.add_argument("--samplers", nargs="+", default=["dpm++", "ddim"], choices=list(SAMPLERS),
+                   help="decoder samplers, one NFE curve each")
     p.add_argument("--diversity-captions", type=int, default=25)
     p.add_argument("--diversity-k", type=int, default=4)
     p.add_argument("--machine", default="2-core AMD EPYC CPU, 1 thread", help="recorded in RESULTS.md")
@@ -215,14 +231,14 @@ def main(argv=None) -> int:
                           "fd": m["eval_encoder"]["fd"]})
         with_decoder(pipe, guidance_scale=base_scale)
         guidance[name] = curve
-    nfe, base_steps = [], unclip_pipe.config.decoder.steps
-    for steps in args.steps:
-        print(f"[{time.perf_counter() - started:6.0f} s] decoder steps {steps}", flush=True)
-        m = evaluate(with_decoder(unclip_pipe, steps=steps), out / f"steps-{steps}", n=args.curve_n, n_novel=0,
-                     prior="diffusion", eval_encoder=encoder, diversity_captions=0)
-        nfe.append({"steps": steps, "nfe": steps * (1 if base_scale == 1 else 2), "overall": m["overall"],
-                    "fd": m["eval_encoder"]["fd"]})
-    with_decoder(unclip_pipe, steps=base_steps)
+    nfe, base_steps, base_sampler = {}, unclip_pipe.config.decoder.steps, unclip_pipe.config.decoder.sampler
+    for sampler, steps in ((sampler, steps) for sampler in args.samplers for steps in args.steps):
+        print(f"[{time.perf_counter() - started:6.0f} s] decoder {sampler} steps {steps}", flush=True)
+        m = evaluate(with_decoder(unclip_pipe, steps=steps, sampler=sampler), out / f"steps-{sampler}-{steps}",
+                     n=args.curve_n, n_novel=0, prior="diffusion", eval_encoder=encoder, diversity_captions=0)
+        nfe.setdefault(sampler, []).append({"steps": steps, "nfe": steps * (1 if base_scale == 1 else 2),
+                                            "overall": m["overall"], "fd": m["eval_encoder"]["fd"]})
+    with_decoder(unclip_pipe, steps=base_steps, sampler=base_sampler)
 
     results = {"benchmark": "comparison", "date": time.strftime("%Y-%m-%d"), "machine": args.machine,
                "command": "python benchmarks/comparison.py " + " ".join(argv if argv is not None else sys.argv[1:]),
