@@ -332,6 +332,7 @@ def test_candidates_keep_the_image_clip_rates_closest_to_the_caption(pipe):
     try:
         kept = pipe(captions, seed=5, upsample=False)
         assert nfe_per_image(pipe, "diffusion") == k * (3 + 2 * 4) + 2  # the upsampler runs once, on the kept image
+        assert nfe_per_image(pipe, "diffusion", upsample=False) == k * (3 + 2 * 4)
     finally:
         pipe.config = base
     z_t = pipe.text_conditioning([c for c in captions for _ in range(k)])[0]

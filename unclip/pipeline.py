@@ -297,8 +297,8 @@ class UnCLIP:
         generator = torch.Generator(self.device).manual_seed(seed)
         z_i = self.image_embeddings(batch, prior=prior, generator=generator)
         decoded = self.decode(z_i, captions=batch, generator=generator)  # (B * K, 3, S, S)
-        if k > 1:
-            z_t = self.text_conditioning(batch)[0]
+        if k > 1:  # each caption's z_t once, repeated for its images and their candidates
+            z_t = self.text_conditioning(captions)[0].repeat_interleave(num_images * k, dim=0)
             decoded = decoded[pick_best(clip_scores(self.clip, decoded, z_t), candidates=k)]
         images = {"decoder": decoded}
         if upsample:

@@ -53,15 +53,15 @@ def _load(directory: Path) -> tuple[list[Image.Image], list[str]]:
     return [Image.open(directory / e.file).convert("RGB") for e in entries], [e.caption for e in entries]
 
 
-def nfe_per_image(pipe: UnCLIP, kind: str) -> int:
+def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
     """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 when guided), both x the
-    re-ranking candidates, then the upsamplers once."""
+    re-ranking candidates, then the upsamplers once (upsample=False: the images stop at the decoder)."""
     cfg = pipe.config
     prior = {"diffusion": cfg.prior.steps * cfg.best_of * (1 if cfg.prior.guidance_scale == 1 else 2),
              "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
                                                                                 else 2)}.get(kind, 0)
     decoder = cfg.decoder.steps * (1 if cfg.decoder.guidance_scale == 1 else 2)
-    return (prior + decoder) * cfg.candidates + cfg.upsampler.steps * len(pipe.upsamplers)
+    return (prior + decoder) * cfg.candidates + (cfg.upsampler.steps * len(pipe.upsamplers) if upsample else 0)
 
 
 @torch.no_grad()
@@ -83,8 +83,7 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     n_novel = n // 2 if n_novel is None else n_novel
     metrics: dict = {"model": pipe.source, "prior": kind, "n": n, "n_novel": n_novel, "upsample": upsample,
                      "candidates": pipe.config.candidates,
-                     "nfe_per_image": nfe_per_image(pipe, kind) - (0 if upsample else
-                                                                    pipe.config.upsampler.steps * len(pipe.upsamplers))}
+                     "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     # ----- sampling: images + manifests ------------------------------------------------------------------
     prompts = {"test": [{"caption": sample_scene("test", i).caption, "split": "test", "index": i} for i in range(n)],
                "novel": [{"caption": sample_scene("novel", i).caption, "split": "novel", "index": i}
@@ -211,8 +210,7 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
     records = [{"caption": item["caption"], "split": spec, "index": i} for i, item in enumerate(real_items)]
     metrics: dict = {"model": pipe.source, "data": spec, "prior": kind, "n": m, "n_novel": 0, "upsample": upsample,
                      "candidates": pipe.config.candidates, "overall": None, "captions_past_context": skipped,
-                     "nfe_per_image": nfe_per_image(pipe, kind) - (0 if upsample else
-                                                                    pipe.config.upsampler.steps * len(pipe.upsamplers))}
+                     "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     progress(f"generating {m} {spec} captions")
     started = time.perf_counter()
     generate(pipe, records, out / "test", seed=seed, prior=kind, upsample=upsample)
