@@ -34,6 +34,7 @@ from .checkpoint import (
 )
 from .ema import EMA
 from .lr import lr_at
+from .prefetch import Prefetcher
 
 LossFn = Callable[[torch.nn.Module, Any, torch.Generator], dict[str, torch.Tensor]]
 Hook = Callable[["Trainer"], None]
@@ -122,8 +123,10 @@ class Trainer:
         self, *, model: torch.nn.Module, loss_fn: LossFn, dataset: Dataset, config: TrainConfig,
         run_dir: str | os.PathLike, model_config: dict, collate_fn: Callable | None = None,
         hooks: Sequence[Hook] = (), device: str | torch.device = "cpu",
-        dist_ctx: distributed.DistContext | None = None, progress: bool = True,
+        dist_ctx: distributed.DistContext | None = None, progress: bool = True, prefetch: int = 1,
     ):
+        """`prefetch`: with `num_workers` 0, how many batches a background thread prepares ahead (0: none). It
+        changes what a run computes in no way (items are pure functions of their index), only how long it takes."""
         self._locked = False  # whether this trainer holds its run directory's lock (lock.py); __del__ reads it
         self.config, self.device = config, torch.device(device)
         if config.precision == "bf16" and self.device.type != "cuda":
@@ -134,6 +137,9 @@ class Trainer:
         self.model = distributed.wrap(self.module, self.dist, self.device)  # what the loss runs through
         self.loss_fn, self.dataset, self.collate_fn, self.hooks = loss_fn, dataset, collate_fn, list(hooks)
         self.run_dir, self.progress = Path(run_dir), progress
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0 batches, got {prefetch}")
+        self.prefetch = prefetch
         self.model_config = model_config
         decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim < 2]
@@ -286,10 +292,20 @@ class Trainer:
         target = cfg.steps if max_steps is None else max_steps
         if target <= self.step:
             return self.last_metrics
-        params = [p for p in self.module.parameters() if p.requires_grad]
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", disable=not (self.progress
                                                                                             and self.is_main))
-        batches = iter(self._loader(target - self.step))
+        loader = self._loader(target - self.step)
+        batches = Prefetcher(loader, depth=self.prefetch) if self.prefetch and not self.config.num_workers \
+            else iter(loader)
+        try:
+            return self._steps(target, batches, bar)
+        finally:
+            if isinstance(batches, Prefetcher):
+                batches.close()
+
+    def _steps(self, target: int, batches, bar) -> dict[str, float]:
+        cfg = self.config
+        params = [p for p in self.module.parameters() if p.requires_grad]
         window_start, window_samples, sums, counted = time.perf_counter(), 0, {}, 0
         while self.step < target:
             lr = lr_at(self.step, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
