@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from unclip.clip import CLIP, preset, save_clip
@@ -78,3 +79,36 @@ def test_stage_of_each_recipe_follows_its_model():
     for name, recipe in decoder_train.RECIPES.items():
         expected = "upsampler" if name.startswith("tiny-up") else "decoder"
         assert decoder_train.STAGE_OF[name] == expected, name
+
+
+def test_init_from_starts_a_run_from_saved_weights_and_refuses_another_config(tmp_path, monkeypatch):
+    """`--init-from DIR` (fine-tuning, e.g. tiny-16-rb1-ft): the run's first weights are the saved model's."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.load(SHAPES_TOKENIZER)
+    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1, image_size=16))
+    clip.tokenizer = tokenizer
+    save_clip(tmp_path / "clip", clip)
+    model = decoder_train.RECIPES["tiny"].model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,),
+                                                                      **UNET))
+    train = dataclasses.replace(decoder_train.RECIPES["tiny"].train, steps=2, batch_size=4, warmup_steps=1,
+                                hook_every=0, lr=1e-9)
+    monkeypatch.setitem(decoder_train.RECIPES, "tiny", decoder_train.DecoderRecipe(model=model, train=train))
+    first = load_decoder(decoder_train.train_decoder(preset_name="tiny", run_dir=tmp_path / "a",
+                                                     clip_dir=tmp_path / "clip", progress=False))
+    # perturb the saved weights so that a run which ignored them (random init, same seed) could not match
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(0.01)
+    decoder_train.save_decoder(tmp_path / "start", first)
+    tuned = load_decoder(decoder_train.train_decoder(preset_name="tiny", run_dir=tmp_path / "b",
+                                                     clip_dir=tmp_path / "clip", progress=False,
+                                                     init_from=tmp_path / "start"))
+    start = first.state_dict()
+    # two steps at lr 1e-9 (Adam moves each weight by about lr) and the EMA of them: within 1e-6 of the start
+    assert all(torch.allclose(tuned.state_dict()[k], start[k], atol=1e-6) for k in start)
+    other = model.with_(unet=model.unet.with_(model_channels=8, head_channels=8))
+    decoder_train.save_decoder(tmp_path / "narrow", decoder_train.Decoder(
+        other.with_(unet=other.unet.with_(clip_dim=clip.config.embed_dim, text_width=clip.config.text_width))))
+    with pytest.raises(ValueError, match="config differs from the preset's Decoder.*unet"):
+        decoder_train.train_decoder(preset_name="tiny", run_dir=tmp_path / "c", clip_dir=tmp_path / "clip",
+                                    progress=False, init_from=tmp_path / "narrow")

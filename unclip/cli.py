@@ -85,6 +85,8 @@ def _train(args) -> int:
 
         preset = "shapes-tiny" if args.preset == "tiny" else args.preset
         out = train_all(preset_name=preset, run_dir=args.run_dir, device=device)
+    elif args.init_from and args.stage not in ("decoder", "upsampler"):
+        raise SystemExit(f"unclip train {args.stage}: --init-from is for the decoder and the upsampler")
     elif args.stage == "clip":
         from .clip.train import train_clip
 
@@ -100,7 +102,7 @@ def _train(args) -> int:
         if args.stage == "decoder" and not args.clip:
             raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
         out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
-                            device=device, dist_ctx=ctx)
+                            device=device, dist_ctx=ctx, init_from=args.init_from)
     else:
         from .prior.train import train_prior
 
@@ -521,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="tiny",
                        help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny, tiny-long, "
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
-                       "tiny-16-rb1-lr1e3, tiny-16-rb1-b16; "
-                       "upsampler: tiny-up-128; all: shapes-tiny)")
+                       "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft (a second learning-rate cycle "
+                       "for a trained tiny-16-rb1: use with --init-from); upsampler: tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
     train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")
@@ -531,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default="shapes",
                        help="data source: shapes[:SPLIT] (default), emoji[:SPLIT], folder:DIR, shards:DIR; "
                        "priors also take embeddings:DIR (precomputed img_emb/ and text_emb/ .npy shards)")
+    train.add_argument("--init-from", default=None, metavar="DIR",
+                       help="decoder and upsampler: start from the weights of this saved model (of the preset's "
+                       "exact config) instead of random ones, to fine-tune it; resuming needs the same DIR")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)
