@@ -1,0 +1,49 @@
+"""`unclip train STAGE`: one stage on the training engine, or every stage in order."""
+
+from __future__ import annotations
+
+
+def _train(args) -> int:
+    import torch
+
+    from ..train.distributed import init_from_env
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = init_from_env()  # under torchrun: join the process group; otherwise rank 0 of 1
+    device = f"cuda:{ctx.local_rank}" if args.device == "cuda" and ctx.enabled else args.device
+    if args.stage == "all":
+        from ..train_all import train_all
+
+        preset = "shapes-tiny" if args.preset == "tiny" else args.preset
+        out = train_all(preset_name=preset, run_dir=args.run_dir, device=device)
+    elif args.init_from and args.stage not in ("decoder", "upsampler"):
+        raise SystemExit(f"unclip train {args.stage}: --init-from is for the decoder and the upsampler")
+    elif args.stage == "clip":
+        from ..clip.train import train_clip
+
+        out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
+                         device=device, dist_ctx=ctx)
+    elif args.stage in ("decoder", "upsampler"):
+        from ..decoder.train import RECIPES, STAGE_OF, train_decoder
+
+        preset = args.preset if args.preset != "tiny" or args.stage == "decoder" else "tiny-up-128"
+        if preset not in RECIPES or STAGE_OF[preset] != args.stage:
+            names = [name for name, stage in STAGE_OF.items() if stage == args.stage]
+            raise SystemExit(f"unclip train {args.stage}: unknown preset {preset!r}; expected one of {names}")
+        if args.stage == "decoder" and not args.clip:
+            raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
+        out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
+                            device=device, dist_ctx=ctx, init_from=args.init_from)
+    else:
+        from ..prior.train import train_prior
+
+        if not args.clip:
+            raise SystemExit(f"unclip train {args.stage}: --clip DIR (the frozen CLIP the prior learns in) is required")
+        kind = "diffusion" if args.stage == "prior" else "autoregressive"
+        out = train_prior(kind=kind, preset_name=args.preset, clip_dir=args.clip, run_dir=args.run_dir,
+                          max_steps=args.max_steps, data=args.data, device=device, dist_ctx=ctx)
+    if ctx.rank == 0:
+        print(f"wrote {out}")
+    return 0
+
