@@ -8,7 +8,7 @@ import torch
 
 from unclip import train_all as ta
 from unclip.clip import train as clip_train
-from unclip.decoder import DecoderConfig, UNetConfig
+from unclip.decoder import DecoderConfig, UNetConfig, load_decoder
 from unclip.decoder import train as decoder_train
 from unclip.pipeline import PipelineConfig, UnCLIP
 from unclip.prior import ARPriorConfig, DiffusionPriorConfig
@@ -43,20 +43,29 @@ def test_train_all_then_rerun(tmp_path, monkeypatch):
     monkeypatch.setitem(decoder_train.STAGE_OF, "micro-up", "upsampler")
     monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
                                                                decoder="micro", upsamplers=("micro-up",),
-                                                               sampling=ta.PipelineConfig(), decoder_steps=1))
+                                                               sampling=ta.PipelineConfig(), decoder_steps=1,
+                                                               decoder_finetune="micro"))
     logs = []
     out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)
-    assert len(logs) == 5 and out == tmp_path / "pipeline"
+    assert len(logs) == 6 and out == tmp_path / "pipeline"
     # the decoder stopped at the preset's decoder_steps (1), short of its recipe's 2 steps
     assert [p.name for p in (tmp_path / "decoder" / "checkpoints").iterdir()] == ["step-00000001"]
+    # the second cycle started from the first decoder's weights, trained its whole recipe, and is what ships
+    assert json.loads((tmp_path / "decoder-ft" / "config.json").read_text())["model"]["init_from"] == str(
+        tmp_path / "decoder" / "model")
+    assert max(p.name for p in (tmp_path / "decoder-ft" / "checkpoints").iterdir()) == "step-00000002"
     pipe = UnCLIP.from_pretrained(out)
+    tuned = load_decoder(tmp_path / "decoder-ft" / "model").state_dict()
+    base = load_decoder(tmp_path / "decoder" / "model").state_dict()
+    assert any(not torch.equal(base[k], tuned[k]) for k in tuned)  # it trained on
+    assert all(torch.equal(v.float(), tuned[k].half().float()) for k, v in pipe.decoder.state_dict().items())
     assert pipe.sizes == [16, 32] and pipe.prior is not None and pipe.ar_prior is not None
     first = {k: v.clone() for k, v in pipe.decoder.state_dict().items()}
     ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)  # nothing left to train
     again = UnCLIP.from_pretrained(out).decoder.state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
-    assert [p.name for p in sorted(tmp_path.iterdir())] == ["ar-prior", "clip", "decoder", "pipeline", "prior",
-                                                            "upsampler"]
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["ar-prior", "clip", "decoder", "decoder-ft", "pipeline",
+                                                            "prior", "upsampler"]
 
 
 def test_shipped_model_matches_its_preset():
@@ -67,3 +76,5 @@ def test_shipped_model_matches_its_preset():
     assert PipelineConfig.from_dict(record["config"]) == preset.sampling
     decoder = json.loads((shipped / "decoder" / "decoder_config.json").read_text())
     assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder].model
+    # the shipped decoder is the second cycle's, which starts from the first and keeps its architecture
+    assert decoder_train.RECIPES[preset.decoder_finetune].model == decoder_train.RECIPES[preset.decoder].model

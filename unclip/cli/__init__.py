@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",
         description="Train one stage. Rerunning the same command on the same run directory resumes from its last "
         "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip (presets "
-        "tiny: the Shapes world on a CPU, ~17 min; tiny-long: 3x the steps; eval: the separate evaluation encoder), "
+        "tiny: the Shapes world on a 2-core CPU, 17-27 min; tiny-long: 3x the steps; eval: the separate "
+        "evaluation encoder), "
         "prior (the diffusion prior, unCLIP §2.2) and ar-prior (the autoregressive prior), both learning "
         "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny), decoder (z_i and "
         "caption -> 32 px image, inverting the CLIP given by --clip; presets tiny, tiny-long: twice the steps, "
@@ -164,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         "caption alone, tiny-glide-xf: that baseline with its own caption encoder, tiny-16 and tiny-16-rb1: "
         "narrower decoders with longer schedules, tiny-16-rb1 being shapes-tiny's, and tiny-16-rb1-glide: the "
         "GLIDE-style baseline at that size, tiny-16-rb1-lr1e3 and tiny-16-rb1-b16: that recipe at twice the "
-        "learning rate and at half the batch, candidates that measured no better) and "
+        "learning rate and at half the batch, candidates that measured no better, and tiny-16-rb1-ft: a second "
+        "learning-rate cycle for a trained tiny-16-rb1, started from it with --init-from; shapes-tiny's decoder "
+        "went through both) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
