@@ -14,13 +14,18 @@ from unclip.tokenizer import Tokenizer
 UNET = dict(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=16)
 
 
-def test_decoder_and_upsampler_train_resume_and_save(tmp_path, monkeypatch):
+def _saved_micro_clip(tmp_path) -> CLIP:
+    """A one-layer 16 px CLIP with the Shapes tokenizer, saved as tmp_path/clip for train_decoder(clip_dir=...)."""
     torch.manual_seed(0)
     tokenizer = Tokenizer.load(SHAPES_TOKENIZER)
-    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1,
-                                     image_size=16))
+    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1, image_size=16))
     clip.tokenizer = tokenizer
     save_clip(tmp_path / "clip", clip)
+    return clip
+
+
+def test_decoder_and_upsampler_train_resume_and_save(tmp_path, monkeypatch):
+    _saved_micro_clip(tmp_path)
     base = decoder_train.RECIPES
     micro_decoder = base["tiny"].model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,), **UNET))
     micro_up = base["tiny-up-128"].model.with_(unet=UNetConfig(image_size=32, attention_resolutions=(), clip_dim=None,
@@ -44,11 +49,7 @@ def test_decoder_and_upsampler_train_resume_and_save(tmp_path, monkeypatch):
 
 def test_glide_baseline_trains_on_the_caption_alone(tmp_path, monkeypatch):
     """tiny-glide: the same decoder with no z_i input at all (issue 9's GLIDE-style row), GLIDE's 20% caption drop."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.load(SHAPES_TOKENIZER)
-    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1, image_size=16))
-    clip.tokenizer = tokenizer
-    save_clip(tmp_path / "clip", clip)
+    clip = _saved_micro_clip(tmp_path)
     recipe = decoder_train.RECIPES["tiny-glide"]
     assert recipe.model.unet.clip_dim is None and recipe.model.p_drop_text == 0.2
     assert recipe.train == decoder_train.RECIPES["tiny"].train  # the same budget as the unCLIP decoder
@@ -83,11 +84,7 @@ def test_stage_of_each_recipe_follows_its_model():
 
 def test_init_from_starts_a_run_from_saved_weights_and_refuses_another_config(tmp_path, monkeypatch):
     """`--init-from DIR` (fine-tuning, e.g. tiny-16-rb1-ft): the run's first weights are the saved model's."""
-    torch.manual_seed(0)
-    tokenizer = Tokenizer.load(SHAPES_TOKENIZER)
-    clip = CLIP(preset("tiny").with_(vocab_size=tokenizer.vocab_size, vision_layers=1, text_layers=1, image_size=16))
-    clip.tokenizer = tokenizer
-    save_clip(tmp_path / "clip", clip)
+    clip = _saved_micro_clip(tmp_path)
     model = decoder_train.RECIPES["tiny"].model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,),
                                                                       **UNET))
     train = dataclasses.replace(decoder_train.RECIPES["tiny"].train, steps=2, batch_size=4, warmup_steps=1,

@@ -154,8 +154,8 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
 def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLike) -> None:
     """Copy a saved model's weights into `model`, refusing one of another kind or config."""
     saved = load_decoder(directory)
-    if type(saved) is not type(model) or saved.config.to_dict() != model.config.to_dict():
-        mine, theirs = model.config.to_dict(), saved.config.to_dict()
+    mine, theirs = model.config.to_dict(), saved.config.to_dict()
+    if type(saved) is not type(model) or mine != theirs:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ValueError(f"--init-from {directory}: a {type(saved).__name__} whose config differs from the "
                          f"preset's {type(model).__name__} (in {diff or 'kind'}); start from a model of this preset")

@@ -295,13 +295,9 @@ class Trainer:
         bar = tqdm(total=target, initial=self.step, desc="training", unit="step", disable=not (self.progress
                                                                                             and self.is_main))
         loader = self._loader(target - self.step)
-        batches = Prefetcher(loader, depth=self.prefetch) if self.prefetch and not self.config.num_workers \
-            else iter(loader)
-        try:
+        with (Prefetcher(loader, depth=self.prefetch) if self.prefetch and not self.config.num_workers
+              else contextlib.nullcontext(iter(loader))) as batches:  # the thread stops however the loop ends
             return self._steps(target, batches, bar)
-        finally:
-            if isinstance(batches, Prefetcher):
-                batches.close()
 
     def _steps(self, target: int, batches, bar) -> dict[str, float]:
         cfg = self.config
