@@ -4,6 +4,7 @@ import sys
 from collections import Counter
 from itertools import combinations
 
+import numpy as np
 import pytest
 
 from unclip.world import HELD_OUT, caption_holds, format_caption, parse_caption, sample_scene
@@ -114,3 +115,17 @@ def test_held_out_pairs_by_split(split):
     for i in range(400):
         pairs = {(o.colour, o.shape) for o in sample_scene(split, i).objects}
         assert bool(pairs & HELD_OUT) == (split == "novel")
+
+
+def test_block_uniforms_leave_the_generator_where_single_draws_would():
+    """The layout sampler draws its numbers in blocks (scene._Uniforms); the numbers and the generator's state
+    after close() must be those of drawing them one at a time, across block boundaries."""
+    from unclip.world.scene import _Uniforms
+
+    blocked, single = np.random.default_rng(3), np.random.default_rng(3)
+    u = _Uniforms(blocked)
+    got = [u.uniform(0.2, 0.7) for _ in range(2 * _Uniforms.BLOCK + 5)]
+    u.close()
+    want = [float(single.uniform(0.2, 0.7)) for _ in range(2 * _Uniforms.BLOCK + 5)]
+    assert got == want
+    assert blocked.random() == single.random()

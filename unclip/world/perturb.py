@@ -8,6 +8,7 @@ is false of its scene, checked symbolically against the scene's true objects.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from .score import caption_holds
 from .vocab import BACKGROUNDS, COLOURS, HELD_OUT, POSITIONS, RELATIONS, SHAPES, SIZES, position_of
 
 ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "position", "background")
+
+# Training asks for several negatives of one scene in a row, each parsing its caption: parse it once (the specs
+# are frozen dataclasses of tuples, safe to share).
+_parsed = lru_cache(maxsize=256)(parse_caption)
 
 
 def _other(rng: np.random.Generator, options, current):
@@ -74,7 +79,7 @@ def perturb(
     A stated attribute is changed; an unstated one (size, position, background) is stated wrongly.
     With `avoid_held_out` (for negatives shown in training) no held-out colour-shape pair is written.
     """
-    spec = parse_caption(scene.caption)
+    spec = _parsed(scene.caption)
     for _ in range(tries):
         candidate = _candidate(scene, spec, attribute, rng)
         if candidate is None:

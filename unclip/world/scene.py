@@ -92,13 +92,41 @@ def _off_lines(v: float) -> bool:
     return abs(v - 1 / 3) >= LINE_MARGIN and abs(v - 2 / 3) >= LINE_MARGIN
 
 
-def _centre(rng: np.random.Generator, s: float) -> tuple[float, float]:
+class _Uniforms:
+    """The uniform doubles of `rng`'s stream, drawn in blocks: one numpy call per BLOCK numbers instead of one
+    per number (layouts are redrawn tens of times a scene, and these calls were the largest part of the data
+    time in training). `uniform(lo, hi)` is what `rng.uniform(lo, hi)` returns (numpy computes lo + (hi - lo) *
+    next_double, the same two float operations); `close()` leaves `rng` exactly where drawing the numbers used
+    one at a time would have: it restores the saved state and redraws that many. tests/test_world_scene.py pins
+    a digest of the scenes from before this sampler."""
+
+    BLOCK = 256
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng, self.state = rng, rng.bit_generator.state
+        self.block: list[float] = []
+        self.pos = self.used = 0  # used: the numbers in the blocks before this one
+
+    def uniform(self, lo: float, hi: float) -> float:
+        if self.pos == len(self.block):
+            self.used += self.pos
+            self.block, self.pos = self.rng.random(self.BLOCK).tolist(), 0
+        d = self.block[self.pos]
+        self.pos += 1
+        return lo + (hi - lo) * d
+
+    def close(self) -> None:
+        self.rng.bit_generator.state = self.state
+        if self.used + self.pos:
+            self.rng.random(self.used + self.pos)
+
+
+def _centre(u: _Uniforms, s: float) -> tuple[float, float]:
     lo, hi = BOX_MARGIN + s / 2, 1 - BOX_MARGIN - s / 2
+    uniform = u.uniform
     while True:
-        # one call for x and y draws the same two numbers, in the same order, as two scalar calls (the scenes
-        # are unchanged; tests/test_world_scene.py pins a digest of them) with less overhead: layouts are redrawn
-        # often, and this loop was the largest part of the data time in CLIP training (12,000 scenes: 11.7 -> 8.9 s)
-        x, y = rng.uniform(lo, hi, 2).tolist()
+        x = uniform(lo, hi)
+        y = uniform(lo, hi)
         if _off_lines(x) and _off_lines(y):
             return x, y
 
@@ -118,17 +146,21 @@ def _pair_ok(relation: str, a: tuple[float, float], b: tuple[float, float]) -> b
 
 def _place(rng, identities, relation, tries: int = 5000) -> list[WorldObject] | None:
     """Draw sizes and centres for the identities; None when no layout was found in `tries`."""
-    for _ in range(tries):
-        boxes: list[tuple[float, float, float]] = []
-        for _colour, _shape, size in identities:
-            s = float(rng.uniform(*SIZE_RANGES[size]))
-            boxes.append((*_centre(rng, s), s))
-        if any(not _separated(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
-            continue
-        if relation is not None and not _pair_ok(relation, boxes[0][:2], boxes[1][:2]):
-            continue
-        return [WorldObject(c, sh, sz, s=s, cx=x, cy=y) for (c, sh, sz), (x, y, s) in zip(identities, boxes)]
-    return None
+    u = _Uniforms(rng)
+    try:
+        for _ in range(tries):
+            boxes: list[tuple[float, float, float]] = []
+            for _colour, _shape, size in identities:
+                s = u.uniform(*SIZE_RANGES[size])
+                boxes.append((*_centre(u, s), s))
+            if any(not _separated(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                continue
+            if relation is not None and not _pair_ok(relation, boxes[0][:2], boxes[1][:2]):
+                continue
+            return [WorldObject(c, sh, sz, s=s, cx=x, cy=y) for (c, sh, sz), (x, y, s) in zip(identities, boxes)]
+        return None
+    finally:
+        u.close()
 
 
 def _noun_phrase(rng, obj: WorldObject) -> str:
