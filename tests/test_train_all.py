@@ -44,28 +44,30 @@ def test_train_all_then_rerun(tmp_path, monkeypatch):
     monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
                                                                decoder="micro", upsamplers=("micro-up",),
                                                                sampling=ta.PipelineConfig(), decoder_steps=1,
-                                                               decoder_finetune="micro"))
+                                                               decoder_finetunes=("micro", "micro")))
     logs = []
     out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)
-    assert len(logs) == 6 and out == tmp_path / "pipeline"
+    assert len(logs) == 7 and out == tmp_path / "pipeline"
     # the decoder stopped at the preset's decoder_steps (1), short of its recipe's 2 steps
     assert [p.name for p in (tmp_path / "decoder" / "checkpoints").iterdir()] == ["step-00000001"]
-    # the second cycle started from the first decoder's weights, trained its whole recipe, and is what ships
-    assert json.loads((tmp_path / "decoder-ft" / "config.json").read_text())["model"]["init_from"] == str(
-        tmp_path / "decoder" / "model")
-    assert max(p.name for p in (tmp_path / "decoder-ft" / "checkpoints").iterdir()) == "step-00000002"
+    # each later cycle started from the previous cycle's weights and trained its whole recipe; the last one ships
+    for sub, previous in (("decoder-ft", "decoder"), ("decoder-ft2", "decoder-ft")):
+        assert json.loads((tmp_path / sub / "config.json").read_text())["model"]["init_from"] == str(
+            tmp_path / previous / "model")
+        assert max(p.name for p in (tmp_path / sub / "checkpoints").iterdir()) == "step-00000002"
+        before = load_decoder(tmp_path / previous / "model").state_dict()
+        after = load_decoder(tmp_path / sub / "model").state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in after)  # it trained on
     pipe = UnCLIP.from_pretrained(out)
-    tuned = load_decoder(tmp_path / "decoder-ft" / "model").state_dict()
-    base = load_decoder(tmp_path / "decoder" / "model").state_dict()
-    assert any(not torch.equal(base[k], tuned[k]) for k in tuned)  # it trained on
+    tuned = load_decoder(tmp_path / "decoder-ft2" / "model").state_dict()
     assert all(torch.equal(v.float(), tuned[k].half().float()) for k, v in pipe.decoder.state_dict().items())
     assert pipe.sizes == [16, 32] and pipe.prior is not None and pipe.ar_prior is not None
     first = {k: v.clone() for k, v in pipe.decoder.state_dict().items()}
     ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)  # nothing left to train
     again = UnCLIP.from_pretrained(out).decoder.state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
-    assert [p.name for p in sorted(tmp_path.iterdir())] == ["ar-prior", "clip", "decoder", "decoder-ft", "pipeline",
-                                                            "prior", "upsampler"]
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["ar-prior", "clip", "decoder", "decoder-ft", "decoder-ft2",
+                                                            "pipeline", "prior", "upsampler"]
 
 
 def test_shipped_model_matches_its_preset():
@@ -76,5 +78,7 @@ def test_shipped_model_matches_its_preset():
     assert PipelineConfig.from_dict(record["config"]) == preset.sampling
     decoder = json.loads((shipped / "decoder" / "decoder_config.json").read_text())
     assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder].model
-    # the shipped decoder is the second cycle's, which starts from the first and keeps its architecture
-    assert decoder_train.RECIPES[preset.decoder_finetune].model == decoder_train.RECIPES[preset.decoder].model
+    # the shipped decoder is the last cycle's; each cycle starts from the one before and keeps its architecture
+    assert preset.decoder_finetunes
+    assert all(decoder_train.RECIPES[name].model == decoder_train.RECIPES[preset.decoder].model
+               for name in preset.decoder_finetunes)

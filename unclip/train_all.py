@@ -1,6 +1,7 @@
 """`unclip train all --preset shapes-tiny --run-dir DIR`: every stage in order, then the pipeline directory.
 
-    DIR/clip  DIR/prior  DIR/ar-prior  DIR/decoder  [DIR/decoder-ft]  DIR/upsampler   one engine run each (resumable)
+    DIR/clip  DIR/prior  DIR/ar-prior  DIR/decoder  [DIR/decoder-ft, DIR/decoder-ft2, ...]  DIR/upsampler
+                                                                    one engine run each (resumable)
     DIR/pipeline                                                    UnCLIP.save_pretrained(half=True)
 
 Each stage resumes on its own: rerunning the command skips finished stages (their trainers find the
@@ -31,8 +32,9 @@ class PipelinePreset:
     upsamplers: tuple[str, ...]
     sampling: PipelineConfig
     decoder_steps: int | None = None  # stop the decoder here (its learning-rate schedule keeps the recipe's length)
-    # a second decoder recipe run from the first one's weights (`--init-from`), whose model the pipeline then carries
-    decoder_finetune: str | None = None
+    # further decoder cycles, each a recipe run from the previous cycle's weights (`--init-from`), in DIR/decoder-ft,
+    # DIR/decoder-ft2, ...; the pipeline carries the last one's model
+    decoder_finetunes: tuple[str, ...] = ()
 
 
 PRESETS = {
@@ -46,7 +48,7 @@ PRESETS = {
     # Since 2026-11-25 its decoder has had a second learning-rate cycle (tiny-16-rb1-ft, 9,000 steps from the
     # 27,000-step weights): from true z_i 0.368 vs 0.316 correct, through the pipeline 0.372 vs 0.334.
     "shapes-tiny": PipelinePreset(clip="tiny", prior="tiny", ar_prior="tiny", decoder="tiny-16-rb1",
-                                  decoder_finetune="tiny-16-rb1-ft", upsamplers=("tiny-up-128",),
+                                  decoder_finetunes=("tiny-16-rb1-ft",), upsamplers=("tiny-up-128",),
                                   sampling=PipelineConfig().with_(
                                       prior=replace(PipelineConfig().prior, steps=2),
                                       decoder=replace(PipelineConfig().decoder, steps=7, guidance_scale=2.0),
@@ -71,10 +73,11 @@ def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cp
     log(f"[4/5] decoder ({preset.decoder}) in {run_dir / 'decoder'}")
     decoder_dir = train_decoder(preset_name=preset.decoder, clip_dir=clip_dir, run_dir=run_dir / "decoder",
                                 max_steps=preset.decoder_steps, device=device, progress=progress)
-    if preset.decoder_finetune is not None:
-        log(f"[4/5] decoder, second cycle ({preset.decoder_finetune}) in {run_dir / 'decoder-ft'}")
-        decoder_dir = train_decoder(preset_name=preset.decoder_finetune, clip_dir=clip_dir, init_from=decoder_dir,
-                                    run_dir=run_dir / "decoder-ft", device=device, progress=progress)
+    for cycle, name in enumerate(preset.decoder_finetunes, start=2):
+        sub = run_dir / ("decoder-ft" if cycle == 2 else f"decoder-ft{cycle - 1}")
+        log(f"[4/5] decoder, cycle {cycle} ({name}) in {sub}")
+        decoder_dir = train_decoder(preset_name=name, clip_dir=clip_dir, init_from=decoder_dir, run_dir=sub,
+                                    device=device, progress=progress)
     up_dirs = []
     for i, name in enumerate(preset.upsamplers):
         sub = run_dir / ("upsampler" if len(preset.upsamplers) == 1 else f"upsampler{i + 1}")
