@@ -174,12 +174,12 @@ def main() -> None:
             raise SystemExit(f"a side failed (exit {p.returncode})")
         results.append(json.loads(out.strip().splitlines()[-1]))
     print(f"\n{'':>16}{'params':>10}{'steps':>7}{'samples/s':>11}{'loss':>8}{'correct':>9}{'single':>8}"
-          f"{'count':>7}{'colours':>9}{'shapes':>8}")
+          f"{'background':>12}{'count':>7}{'colours':>9}{'shapes':>8}")
     for r in results:
         a = r["attributes"]
         print(f"{r['side']:>16}{r['parameters']:>10,}{r['steps']:>7}{r['samples_per_s']:>11.1f}"
               f"{r['final_loss_mean_200']:>8.4f}{r['correct']:>9.3f}{r['skills'].get('single', 0):>8.3f}"
-              f"{a['count']:>7.3f}{a['colours']:>9.3f}{a['shapes']:>8.3f}")
+              f"{a['background']:>12.3f}{a['count']:>7.3f}{a['colours']:>9.3f}{a['shapes']:>8.3f}")
     print("(loss: each side's own training loss, mean of its last 200 steps; the two schedules differ, so compare "
           "the scorer's columns)")
     write_report(args.out, {"benchmark": "decoder_race", "minutes": args.minutes, "preset": args.preset,
