@@ -105,6 +105,9 @@ RECIPES: dict[str, DecoderRecipe] = {
     # A third cycle, the same warm restart on scenes from another seed (2), for a decoder that has had the second.
     "tiny-16-rb1-ft2": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=9000, lr=2.5e-4,
                                                                        seed=2)),
+    # A fourth, for the third cycle's decoder (scenes from seed 3); started 2026-11-25, not yet measured or shipped.
+    "tiny-16-rb1-ft3": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=9000, lr=2.5e-4,
+                                                                       seed=3)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
