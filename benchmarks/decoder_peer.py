@@ -170,17 +170,22 @@ class UnclipSide:
                                  steps=self.sample_steps, sampler="ddim", generator=torch.Generator().manual_seed(0))
 
 
+def peer_decoder(dp, *, preset: str, dim: int, sample_steps: int):
+    """The peer's `Decoder` around its `Unet` of width `dim` (peer_unet_kwargs): fixed variance and v-prediction as
+    unclip's tiny decoder, z_i dropped 10% and the caption 50% of the time, images already in [-1, 1]; its DDIM path
+    runs when sample_timesteps < timesteps, with exactly sample_timesteps network evaluations."""
+    unet = dp.Unet(**peer_unet_kwargs(dim, unclip_config(preset).unet))
+    return dp.Decoder(unet=unet, image_sizes=(32,), timesteps=1000, learned_variance=False, predict_v=True,
+                      beta_schedule="cosine", auto_normalize_img=False, sample_timesteps=sample_steps,
+                      image_cond_drop_prob=0.1, text_cond_drop_prob=0.5)
+
+
 class PeerSide:
     name = "dalle2-pytorch"
 
     def __init__(self, dp, *, preset: str, dim: int, batch: int, sample_batch: int, sample_steps: int):
         torch.manual_seed(0)
-        unet = dp.Unet(**peer_unet_kwargs(dim, unclip_config(preset).unet))
-        # Fixed variance and v-prediction as unclip's tiny decoder; images already in [-1, 1]; its DDIM path runs
-        # when sample_timesteps < timesteps, with exactly sample_timesteps network evaluations.
-        self.model = dp.Decoder(unet=unet, image_sizes=(32,), timesteps=1000, learned_variance=False, predict_v=True,
-                                beta_schedule="cosine", auto_normalize_img=False, sample_timesteps=sample_steps,
-                                image_cond_drop_prob=0.1, text_cond_drop_prob=0.5)
+        self.model = peer_decoder(dp, preset=preset, dim=dim, sample_steps=sample_steps)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0)
         self.x, self.s = inputs(batch, 1), inputs(sample_batch, 2)
         self.params = n_params(self.model.unets[0])
@@ -241,9 +246,9 @@ def measure_memory(which: str, args, dim: int | None) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def skip(reason: str) -> None:
+def skip(reason: str, *, benchmark: str = "decoder_peer") -> None:
     print(f"dalle2-pytorch is not importable ({reason}); install the peer into this venv with\n    {INSTALL}")
-    print(json.dumps({"benchmark": "decoder_peer", "skipped": reason, "install": INSTALL}))
+    print(json.dumps({"benchmark": benchmark, "skipped": reason, "install": INSTALL}))
 
 
 def main() -> None:

@@ -36,11 +36,11 @@ import torch
 from unclip.clip import load_clip
 from unclip.data.images import to_pil
 from unclip.decoder import Decoder
-from unclip.decoder.train import RECIPES
+from unclip.decoder.train import RECIPES, decoder_conditioning
 from unclip.grid import captioned_grid
 from unclip.world import ShapesDataset
 from decoder import attributes, batches, score
-from decoder_peer import import_peer, match_peer_dim, n_params, peer_unet_kwargs, skip, unclip_config, versions
+from decoder_peer import import_peer, match_peer_dim, n_params, peer_decoder, skip, unclip_config, versions
 from report import write_report
 
 BATCH, WARMUP, CLIP_NORM, EMA_DECAY = 32, 200, 1.0, 0.999
@@ -53,46 +53,41 @@ class UnclipSide:
         self.params = n_params(self.model.net)
         self.generator = torch.Generator().manual_seed(0)
 
-    def loss(self, images, z_i, states, mask) -> torch.Tensor:
-        return self.model.loss(images=images, image_embedding=z_i, text_states=states, text_mask=mask,
-                               generator=self.generator)
+    def loss(self, images, z_i, caption) -> torch.Tensor:
+        return self.model.loss(images=images, image_embedding=z_i, generator=self.generator, **caption)
 
-    def sample(self, ema, z_i, states, mask, seed: int) -> torch.Tensor:
-        return ema.sample(image_embedding=z_i, text_states=states, text_mask=mask, steps=25, sampler="ddim",
-                          guidance_scale=3.0, generator=torch.Generator().manual_seed(seed))
+    def sample(self, ema, z_i, caption, seed: int) -> torch.Tensor:
+        return ema.sample(image_embedding=z_i, steps=25, sampler="ddim", guidance_scale=3.0,
+                          generator=torch.Generator().manual_seed(seed), **caption)
 
 
 class PeerSide:
     def __init__(self, preset: str, dim: int):
         dp, _ = import_peer()
         torch.manual_seed(0)
-        unet = dp.Unet(**peer_unet_kwargs(dim, unclip_config(preset).unet))
-        self.model = dp.Decoder(unet=unet, image_sizes=(32,), timesteps=1000, learned_variance=False, predict_v=True,
-                                beta_schedule="cosine", auto_normalize_img=False, sample_timesteps=25,
-                                image_cond_drop_prob=0.1, text_cond_drop_prob=0.5)
+        self.model = peer_decoder(dp, preset=preset, dim=dim, sample_steps=25)
         self.params = n_params(self.model.unets[0])
 
-    def loss(self, images, z_i, states, mask) -> torch.Tensor:
-        # the peer reads its text mask off the token states (rows of zeros are padding)
-        return self.model(images, image_embed=z_i, text_encodings=states * mask[..., None])
+    @staticmethod
+    def _text(caption) -> torch.Tensor:
+        """The token states with padding rows zeroed: the peer reads its text mask off them."""
+        return caption["text_states"] * caption["text_mask"][..., None]
 
-    def sample(self, ema, z_i, states, mask, seed: int) -> torch.Tensor:
+    def loss(self, images, z_i, caption) -> torch.Tensor:
+        return self.model(images, image_embed=z_i, text_encodings=self._text(caption))
+
+    def sample(self, ema, z_i, caption, seed: int) -> torch.Tensor:
         torch.manual_seed(seed)  # the peer draws its noise from the global generator
-        return ema.sample(image_embed=z_i, text_encodings=states * mask[..., None], cond_scale=3.0).clamp(-1, 1)
-
-
-def conditioning(clip, images: torch.Tensor, captions: list[str]):
-    """z_i (B, 64), normalised as CLIP normalises it, and the caption's token states (B, T, W) with mask (B, T)."""
-    with torch.no_grad():
-        z_i = torch.nn.functional.normalize(clip.encode_image_pixels(images), dim=-1)
-        states, mask = clip.encode_text_sequence(clip.tokenizer(captions))
-    return z_i, states, mask
+        return ema.sample(image_embed=z_i, text_encodings=self._text(caption), cond_scale=3.0).clamp(-1, 1)
 
 
 def run_side(args) -> None:
     """One side of the race, in this process: train for --minutes, then decode --n test images; JSON to stdout."""
     torch.set_num_threads(1)
     clip = load_clip(args.clip).eval()
+    # both sides read the conditioning unclip's decoder training reads (decoder_conditioning: z_i through the frozen
+    # CLIP, resized to its side if needed, and the caption's token states); this decoder only names what it needs
+    reference = Decoder(unclip_config(args.preset))
     side = UnclipSide(args.preset) if args.side == "unclip" else PeerSide(args.preset, args.peer_dim)
     model = side.model
     ema = copy.deepcopy(model).eval()
@@ -103,12 +98,12 @@ def run_side(args) -> None:
     while time.perf_counter() - start < args.minutes * 60:
         items = [data[step * BATCH + j] for j in range(BATCH)]
         images = torch.stack([x for x, _, _ in items])
-        z_i, states, mask = conditioning(clip, images, [c for _, c, _ in items])
+        z_i, caption = decoder_conditioning(reference, clip, images, [c for _, c, _ in items])
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / WARMUP)
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = side.loss(images, z_i, states, mask)
+        loss = side.loss(images, z_i, caption)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
         opt.step()
@@ -124,7 +119,7 @@ def run_side(args) -> None:
         items = [test[i] for i in range(sl.start, sl.stop)]
         images, caps = torch.stack([x for x, _, _ in items]), [c for _, c, _ in items]
         with torch.no_grad():
-            outs.append(side.sample(ema, *conditioning(clip, images, caps), seed=k))
+            outs.append(side.sample(ema, *decoder_conditioning(reference, clip, images, caps), seed=k))
         captions += caps
         scenes += [s for _, _, s in items]
     verdicts, skills = score(torch.cat(outs), captions)
@@ -152,7 +147,7 @@ def main() -> None:
         return run_side(args)
     dp, error = import_peer()
     if dp is None:
-        return skip(error)
+        return skip(error, benchmark="decoder_race")
     target = n_params(Decoder(unclip_config(args.preset)).net)
     dim, peer_params = match_peer_dim(dp, target, unclip_config(args.preset).unet)
     cores = sorted(os.sched_getaffinity(0))
