@@ -45,11 +45,12 @@ PRESETS = {
     # two candidates re-ranked by CLIP (2 prior and 7 guided decoder steps each, 32 evaluations) instead of one sample
     # (8 and 13, 34): 0.334 vs 0.268 correct, FD 0.018 vs 0.029, diversity 0.521 vs 0.606 (README, pipeline section).
     # The manipulations keep 13 DDIM steps for their inversion.
-    # Since 2026-11-25 its decoder has had two more learning-rate cycles (tiny-16-rb1-ft from the 27,000-step weights,
-    # then tiny-16-rb1-ft2, 9,000 steps each): from true z_i 0.316 -> 0.368 -> 0.408 correct, through the pipeline
-    # 0.334 -> 0.372 -> 0.418.
+    # Since 2026-11-25 its decoder has had three more learning-rate cycles (tiny-16-rb1-ft from the 27,000-step
+    # weights, then tiny-16-rb1-ft2 and tiny-16-rb1-ft3, 9,000 steps each): from true z_i 0.316 -> 0.368 -> 0.408 ->
+    # 0.434 correct, through the pipeline 0.334 -> 0.372 -> 0.418 -> 0.428.
     "shapes-tiny": PipelinePreset(clip="tiny", prior="tiny", ar_prior="tiny", decoder="tiny-16-rb1",
-                                  decoder_finetunes=("tiny-16-rb1-ft", "tiny-16-rb1-ft2"), upsamplers=("tiny-up-128",),
+                                  decoder_finetunes=("tiny-16-rb1-ft", "tiny-16-rb1-ft2", "tiny-16-rb1-ft3"),
+                                  upsamplers=("tiny-up-128",),
                                   sampling=PipelineConfig().with_(
                                       prior=replace(PipelineConfig().prior, steps=2),
                                       decoder=replace(PipelineConfig().decoder, steps=7, guidance_scale=2.0),

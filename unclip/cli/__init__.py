@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "learning rate and at half the batch, candidates that measured no better, and tiny-16-rb1-ft, "
         "tiny-16-rb1-ft2 and tiny-16-rb1-ft3: a second, third and fourth learning-rate cycle for a trained "
         "tiny-16-rb1, each started from the previous one with --init-from; shapes-tiny's decoder went through "
-        "the first three) and "
+        "all four) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
