@@ -258,3 +258,27 @@ def test_conv_stem_makes_the_patch_grid_and_round_trips_its_batch_norm(tmp_path)
         TINY.with_(vision_stem="resnet")
     with pytest.raises(ValueError, match="power-of-two patch_size"):
         TINY.with_(vision_stem="conv", image_size=18, patch_size=6)
+
+
+def test_shipped_evaluation_encoder_is_the_eval_preset_and_not_the_pipelines_clip():
+    """models/eval-clip (what `unclip eval --eval-encoder` reads) is `unclip train clip --preset eval`'s model: that
+    preset's architecture with its tokenizer, stored in float16 but loaded as float32, and never the CLIP the shipped
+    pipeline is conditioned on."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from unclip.clip.config import preset
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    encoder = load_clip(models / "eval-clip")
+    assert encoder.config == preset("eval").with_(vocab_size=encoder.tokenizer.vocab_size)
+    with safe_open(str(models / "eval-clip" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    assert all(p.dtype == torch.float32 for p in encoder.parameters())
+    captions = ["a red circle", "two small blue squares on a black background"]
+    text = encoder.encode_text(captions)
+    assert text.shape == (2, encoder.config.embed_dim) and torch.allclose(text.norm(dim=-1), torch.ones(2))
+    assert not torch.allclose(text[0], text[1], atol=1e-3)
+    pipeline_clip = load_clip(models / "shapes-tiny" / "clip")
+    assert pipeline_clip.config != encoder.config
