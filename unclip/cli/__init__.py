@@ -166,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         "narrower decoders with longer schedules, tiny-16-rb1 being shapes-tiny's, and tiny-16-rb1-glide: the "
         "GLIDE-style baseline at that size, tiny-16-rb1-lr1e3 and tiny-16-rb1-b16: that recipe at twice the "
         "learning rate and at half the batch, candidates that measured no better, and tiny-16-rb1-ft, "
-        "tiny-16-rb1-ft2 and tiny-16-rb1-ft3: a second, third and fourth learning-rate cycle for a trained "
+        "tiny-16-rb1-ft2, tiny-16-rb1-ft3 and tiny-16-rb1-ft4: a second to fifth learning-rate cycle for a trained "
         "tiny-16-rb1, each started from the previous one with --init-from; shapes-tiny's decoder went through "
-        "all four) and "
+        "the first four, the fifth measured no better) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="tiny",
                        help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny, tiny-long, "
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
-                       "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2 and -ft3 (a second, third and "
-                       "fourth learning-rate cycle for a trained tiny-16-rb1: use with --init-from); upsampler: "
+                       "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
+                       "learning-rate cycle for a trained tiny-16-rb1: use with --init-from); upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
