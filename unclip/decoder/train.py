@@ -56,6 +56,14 @@ _TINY_16 = DecoderConfig(unet=UNetConfig(model_channels=16, head_channels=16),
                          diffusion=replace(FAST_DIFFUSION, min_snr_gamma=None))
 _TINY_16_RB1 = _TINY_16.with_(unet=_TINY_16.unet.with_(num_res_blocks=1))
 _TINY_16_RB1_TRAIN = replace(_TINY_TRAIN, steps=27000, checkpoint_every=1000)
+
+
+def _restart(*, seed: int, steps: int = 9000) -> DecoderRecipe:
+    """A warm restart of "tiny-16-rb1" (Loshchilov & Hutter 2017), run with `--init-from` a trained one: its recipe
+    at half the peak learning rate, over `steps`, on scenes from `seed`."""
+    return DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=2.5e-4, seed=seed))
+
+
 RECIPES: dict[str, DecoderRecipe] = {
     # 3.4M parameters at 32 px; 41 samples/s with 2 threads on this 2-core CPU (about 65 minutes alone).
     "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=_TINY_TRAIN),
@@ -100,19 +108,15 @@ RECIPES: dict[str, DecoderRecipe] = {
                                                                        warmup_steps=400)),
     # A second cosine cycle for a trained "tiny-16-rb1" decoder (a warm restart, Loshchilov & Hutter 2017): start
     # it from that decoder's weights with `--init-from DIR`; half the peak learning rate, fresh scenes (seed 1).
-    "tiny-16-rb1-ft": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=9000, lr=2.5e-4,
-                                                                      seed=1)),
+    "tiny-16-rb1-ft": _restart(seed=1),
     # A third cycle, the same warm restart on scenes from another seed (2), for a decoder that has had the second.
-    "tiny-16-rb1-ft2": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=9000, lr=2.5e-4,
-                                                                       seed=2)),
+    "tiny-16-rb1-ft2": _restart(seed=2),
     # A fourth, for the third cycle's decoder (scenes from seed 3): 0.408 -> 0.434 from true z_i, a smaller step than
     # the cycles before (README, decoder section); shapes-tiny's decoder since 2026-11-25.
-    "tiny-16-rb1-ft3": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=9000, lr=2.5e-4,
-                                                                       seed=3)),
+    "tiny-16-rb1-ft3": _restart(seed=3),
     # A fifth, two thirds as long (6,000 steps, scenes from seed 4), for the fourth cycle's decoder: 0.434 -> 0.442 from
     # true z_i and 0.428 -> 0.418 through the pipeline, both within noise, so not shipped (README, decoder section).
-    "tiny-16-rb1-ft4": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=6000, lr=2.5e-4,
-                                                                       seed=4)),
+    "tiny-16-rb1-ft4": _restart(seed=4, steps=6000),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
