@@ -2,15 +2,17 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from unclip.clip import (
     CLIP, CLIPConfig, classifier_weights, classify, classify_marginal, contrastive_loss, load_clip,
-    load_openai_state_dict, load_pretrained, marginal_class_scores, recall_at_k, save_clip,
+    load_openai_state_dict, load_pretrained, marginal_class_scores, preset, recall_at_k, save_clip,
 )
 from unclip.clip.weights import config_from_openai
 from unclip.tokenizer import Tokenizer
@@ -264,12 +266,6 @@ def test_shipped_evaluation_encoder_is_the_eval_preset_and_not_the_pipelines_cli
     """models/eval-clip (what `unclip eval --eval-encoder` reads) is `unclip train clip --preset eval`'s model: that
     preset's architecture with its tokenizer, stored in float16 but loaded as float32, and never the CLIP the shipped
     pipeline is conditioned on."""
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    from unclip.clip.config import preset
-
     models = Path(__file__).resolve().parents[1] / "models"
     encoder = load_clip(models / "eval-clip")
     assert encoder.config == preset("eval").with_(vocab_size=encoder.tokenizer.vocab_size)
