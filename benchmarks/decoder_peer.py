@@ -28,6 +28,8 @@ JSON and exits 0):
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/decoder_peer.py --threads 2
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/decoder_peer.py --preset tiny-16-rb1 --threads 1 --steps 20 \\
         --out benchmarks/results/decoder_peer_tiny16rb1.json     # the shipped decoder's size
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/decoder_peer.py --preset tiny-16-rb1 --model-channels 24 \\
+        --threads 2 --steps 20 --out benchmarks/results/decoder_peer_rb1_mc24.json   # the peer's smallest size
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from unclip.decoder import Decoder, DecoderConfig, UNetConfig
 from unclip.decoder.train import RECIPES
@@ -97,11 +100,19 @@ def comparable(config) -> bool:
     return isinstance(config, DecoderConfig) and config.unet.clip_dim is not None and config.caption_encoder is None
 
 
-def unclip_config(preset: str) -> DecoderConfig:
-    """The decoder of RECIPES[preset]: 32 px, z_i 64, token states 128, v-prediction, zero terminal SNR."""
+def unclip_config(preset: str, *, model_channels: int | None = None) -> DecoderConfig:
+    """The decoder of RECIPES[preset]: 32 px, z_i 64, token states 128, v-prediction, zero terminal SNR; with
+    `model_channels`, at that base width instead, its heads as wide in proportion (the same number of heads)."""
     config = RECIPES[preset].model
     if not comparable(config):
         raise SystemExit(f"--preset {preset!r} is not a decoder on z_i and CLIP token states")
+    if model_channels is not None:
+        unet = config.unet
+        heads = unet.model_channels // unet.head_channels
+        if model_channels < heads or model_channels % heads:
+            raise SystemExit(f"--model-channels {model_channels}: must be a positive multiple of the preset's "
+                             f"{heads} head(s) at the base width")
+        config = config.with_(unet=unet.with_(model_channels=model_channels, head_channels=model_channels // heads))
     return config
 
 
@@ -146,20 +157,23 @@ def inputs(batch: int, seed: int) -> dict[str, torch.Tensor]:
 class UnclipSide:
     name = "unclip"
 
-    def __init__(self, *, preset: str, batch: int, sample_batch: int, sample_steps: int):
+    def __init__(self, *, config: DecoderConfig, batch: int, sample_batch: int, sample_steps: int):
         torch.manual_seed(0)
-        self.model = Decoder(unclip_config(preset))
+        self.model = Decoder(config)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0)
         self.x, self.s = inputs(batch, 1), inputs(sample_batch, 2)
         self.generator = torch.Generator().manual_seed(0)
         self.sample_steps = sample_steps
         self.params = n_params(self.model.net)
 
+    def loss(self) -> torch.Tensor:
+        return self.model.loss(images=self.x["images"], image_embedding=self.x["z_i"], text_states=self.x["states"],
+                               text_mask=self.x["mask"], generator=self.generator)
+
     def train_step(self) -> float:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.model.loss(images=self.x["images"], image_embedding=self.x["z_i"], text_states=self.x["states"],
-                               text_mask=self.x["mask"], generator=self.generator)
+        loss = self.loss()
         loss.backward()
         self.opt.step()
         return loss.item()
@@ -170,11 +184,11 @@ class UnclipSide:
                                  steps=self.sample_steps, sampler="ddim", generator=torch.Generator().manual_seed(0))
 
 
-def peer_decoder(dp, *, preset: str, dim: int, sample_steps: int):
+def peer_decoder(dp, *, config: DecoderConfig, dim: int, sample_steps: int):
     """The peer's `Decoder` around its `Unet` of width `dim` (peer_unet_kwargs): fixed variance and v-prediction as
     unclip's tiny decoder, z_i dropped 10% and the caption 50% of the time, images already in [-1, 1]; its DDIM path
     runs when sample_timesteps < timesteps, with exactly sample_timesteps network evaluations."""
-    unet = dp.Unet(**peer_unet_kwargs(dim, unclip_config(preset).unet))
+    unet = dp.Unet(**peer_unet_kwargs(dim, config.unet))
     return dp.Decoder(unet=unet, image_sizes=(32,), timesteps=1000, learned_variance=False, predict_v=True,
                       beta_schedule="cosine", auto_normalize_img=False, sample_timesteps=sample_steps,
                       image_cond_drop_prob=0.1, text_cond_drop_prob=0.5)
@@ -183,17 +197,20 @@ def peer_decoder(dp, *, preset: str, dim: int, sample_steps: int):
 class PeerSide:
     name = "dalle2-pytorch"
 
-    def __init__(self, dp, *, preset: str, dim: int, batch: int, sample_batch: int, sample_steps: int):
+    def __init__(self, dp, *, config: DecoderConfig, dim: int, batch: int, sample_batch: int, sample_steps: int):
         torch.manual_seed(0)
-        self.model = peer_decoder(dp, preset=preset, dim=dim, sample_steps=sample_steps)
+        self.model = peer_decoder(dp, config=config, dim=dim, sample_steps=sample_steps)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0)
         self.x, self.s = inputs(batch, 1), inputs(sample_batch, 2)
         self.params = n_params(self.model.unets[0])
 
+    def loss(self) -> torch.Tensor:
+        return self.model(self.x["images"], image_embed=self.x["z_i"], text_encodings=self.x["states"])
+
     def train_step(self) -> float:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.model(self.x["images"], image_embed=self.x["z_i"], text_encodings=self.x["states"])
+        loss = self.loss()
         loss.backward()
         self.opt.step()
         return loss.item()
@@ -202,8 +219,19 @@ class PeerSide:
         return self.model.sample(image_embed=self.s["z_i"], text_encodings=self.s["states"], cond_scale=1.0)
 
 
+def forward_gflops_per_image(side) -> float:
+    """Floating-point operations of one training forward (noising + network + loss) per image, in GFLOP, as torch's
+    FlopCounterMode counts them (matmuls, convolutions, attention; 2 per multiply-add). Parameters say what a
+    model stores, this says what it computes: the two can differ by 2-3x between these UNets at equal counts."""
+    side.model.train()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        side.loss()
+    return counter.get_total_flops() / len(side.x["images"]) / 1e9
+
+
 def build(which: str, args, dp=None, dim: int | None = None):
-    sizes = dict(preset=args.preset, batch=args.batch, sample_batch=args.sample_batch, sample_steps=args.sample_steps)
+    sizes = dict(config=unclip_config(args.preset, model_channels=args.model_channels), batch=args.batch,
+                 sample_batch=args.sample_batch, sample_steps=args.sample_steps)
     return UnclipSide(**sizes) if which == "unclip" else PeerSide(dp, dim=dim, **sizes)
 
 
@@ -239,6 +267,8 @@ def measure_memory(which: str, args, dim: int | None) -> dict:
     cmd = [sys.executable, __file__, "--child-memory", which, "--preset", args.preset, "--threads", str(args.threads),
            "--batch", str(args.batch), "--sample-batch", str(args.sample_batch),
            "--sample-steps", str(args.sample_steps)]
+    if args.model_channels is not None:
+        cmd += ["--model-channels", str(args.model_channels)]
     if dim is not None:
         cmd += ["--peer-dim", str(dim)]
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads)}
@@ -257,6 +287,10 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny",
                         choices=[name for name, r in RECIPES.items() if comparable(r.model)],
                         help="unclip decoder recipe to compare (default: tiny; shapes-tiny ships tiny-16-rb1)")
+    parser.add_argument("--model-channels", type=int,
+                        help="unclip's base width instead of the preset's (heads widened with it), to match a peer "
+                             "that cannot be made as small: 24 at tiny-16-rb1 gives 1.40M parameters against the "
+                             "1.39M of the peer's smallest Unet (dim 8)")
     parser.add_argument("--batch", type=int, default=32, help="training batch (default: 32, RECIPES['tiny'])")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per model (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps per model first (default: 2)")
@@ -274,7 +308,7 @@ def main() -> None:
     if dp is None:
         return skip(error)
 
-    config = unclip_config(args.preset)
+    config = unclip_config(args.preset, model_channels=args.model_channels)
     ours = build("unclip", args)
     dim, peer_count = match_peer_dim(dp, ours.params, config.unet)
     peer = build("peer", args, dp, dim)
@@ -305,19 +339,22 @@ def main() -> None:
         rows.append({"model": side.name, "params": side.params, "batch": args.batch, "samples_per_s": args.batch / step,
                      "s_per_step": step, "train_step_times_s": train[side.name],
                      "sample_s_per_image": batch_s / args.sample_batch, "sample_batch_times_s": sample[side.name],
-                     **memory[side.name]})
+                     "forward_gflops_per_image": forward_gflops_per_image(side), **memory[side.name]})
     ratio = rows[0]["samples_per_s"] / rows[1]["samples_per_s"]
     sample_ratio = rows[1]["sample_s_per_image"] / rows[0]["sample_s_per_image"]
     # Each round ran both models back to back, so a round's ratio sees the same background load on both sides.
     paired = statistics.median(p / u for u, p in zip(train["unclip"], train["dalle2-pytorch"]))
-    print(f"{'model':<16}{'params':>10}{'batch':>7}{'samples/s':>11}{'s/step':>8}{'train RSS':>11}"
+    print(f"{'model':<16}{'params':>10}{'GFLOP/img':>11}{'batch':>7}{'samples/s':>11}{'s/step':>8}{'train RSS':>11}"
           f"{'sample s/img':>14}{'sample RSS':>12}")
     for r in rows:
-        print(f"{r['model']:<16}{r['params'] / 1e6:>9.2f}M{r['batch']:>7}{r['samples_per_s']:>11.1f}"
-              f"{r['s_per_step']:>8.2f}{r['train_peak_mib']:>8.0f}MiB{r['sample_s_per_image']:>14.3f}"
-              f"{r['sample_peak_mib']:>9.0f}MiB")
+        print(f"{r['model']:<16}{r['params'] / 1e6:>9.2f}M{r['forward_gflops_per_image']:>11.3f}{r['batch']:>7}"
+              f"{r['samples_per_s']:>11.1f}{r['s_per_step']:>8.2f}{r['train_peak_mib']:>8.0f}MiB"
+              f"{r['sample_s_per_image']:>14.3f}{r['sample_peak_mib']:>9.0f}MiB")
+    flop_ratio = rows[0]["forward_gflops_per_image"] / rows[1]["forward_gflops_per_image"]
     print(f"unclip / dalle2-pytorch speed: training {ratio:.2f}x (median of per-round ratios {paired:.2f}x), "
           f"sampling {sample_ratio:.2f}x; goal training >= 1.5x: {'met' if ratio >= 1.5 else 'NOT met'}")
+    print(f"unclip computes {flop_ratio:.2f}x the peer's FLOPs per training image, so per FLOP it trains "
+          f"{ratio * flop_ratio:.2f}x as fast")
     note = (f"{args.threads} threads on a {os.cpu_count()}-core CPU shared with other work (1-minute load average up "
             f"to {load:.1f} during the run): absolute numbers are depressed, the interleaved ratio is what counts")
     if args.threads > 1 and load > os.cpu_count():
@@ -332,12 +369,13 @@ def main() -> None:
                    "sampler": "DDIM eta 0, guidance scale 1 (one network evaluation per step) for both"},
         "peer_code_path": "dalle2_pytorch.Decoder(unet=Unet(...), image_sizes=(32,)).forward -> loss; "
                           ".sample(image_embed, text_encodings) -> p_sample_loop_ddim",
-        "preset": args.preset, "unclip_config": config.to_dict(),
+        "preset": args.preset, "model_channels": config.unet.model_channels, "unclip_config": config.to_dict(),
         "peer_unet_kwargs": peer_unet_kwargs(dim, config.unet),
         "memory_note": "peak RSS (VmHWM) of a fresh process per model (imports + model + one sampling batch, then two "
                        "training steps); *_peak_mib includes the Python and library import footprint, built_mib is "
                        "the peak right after building the model",
         "rows": rows, "train_ratio": ratio, "train_ratio_paired_median": paired, "sample_speed_ratio": sample_ratio,
+        "forward_flop_ratio": flop_ratio, "train_ratio_per_flop": ratio * flop_ratio,
         "goal_train_ratio": 1.5,
         "goal_met": ratio >= 1.5,
     }

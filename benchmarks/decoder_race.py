@@ -65,7 +65,7 @@ class PeerSide:
     def __init__(self, preset: str, dim: int):
         dp, _ = import_peer()
         torch.manual_seed(0)
-        self.model = peer_decoder(dp, preset=preset, dim=dim, sample_steps=25)
+        self.model = peer_decoder(dp, config=unclip_config(preset), dim=dim, sample_steps=25)
         self.params = n_params(self.model.unets[0])
 
     @staticmethod
