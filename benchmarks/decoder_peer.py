@@ -308,8 +308,8 @@ def main() -> None:
     if dp is None:
         return skip(error)
 
-    config = unclip_config(args.preset, model_channels=args.model_channels)
     ours = build("unclip", args)
+    config = ours.model.config
     dim, peer_count = match_peer_dim(dp, ours.params, config.unet)
     peer = build("peer", args, dp, dim)
     assert peer.params == peer_count

@@ -101,7 +101,8 @@ def main() -> None:
                              for k, (z_i, caption) in enumerate(conditions)])
         seconds = (time.perf_counter() - started) / args.n
         verdicts, skills = score(out, captions)
-        reference = reference or verdicts
+        if reference is None:  # the first setting is what every row's gain is paired against
+            reference = verdicts
         gain, se = paired_gain(verdicts, reference)
         rows.append({"setting": text, **kwargs, "correct": sum(verdicts) / len(verdicts), "gain_vs_first": gain,
                      "gain_se": se, "skills": skills, "seconds_per_image": seconds})

@@ -58,7 +58,7 @@ PRESETS = {
                                   sampling=PipelineConfig().with_(
                                       prior=replace(PipelineConfig().prior, steps=2),
                                       decoder=replace(PipelineConfig().decoder, sampler="ddpm", steps=7,
-                                                                     guidance_scale=2.0),
+                                                      guidance_scale=2.0),
                                       candidates=2, manipulation_steps=13)),
 }
 
