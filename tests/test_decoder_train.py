@@ -109,3 +109,39 @@ def test_init_from_starts_a_run_from_saved_weights_and_refuses_another_config(tm
     with pytest.raises(ValueError, match="config differs from the preset's Decoder.*unet"):
         decoder_train.train_decoder(preset_name="tiny", run_dir=tmp_path / "c", clip_dir=tmp_path / "clip",
                                     progress=False, init_from=tmp_path / "narrow")
+
+
+def test_init_from_grows_a_z_i_mlp_onto_a_saved_decoder_without_changing_its_output(tmp_path):
+    """UNetConfig.image_mlp_width may be added to a saved decoder (tiny-16-rb1-mlp-ft4): its last layer starts at
+    zero, so the grown decoder computes what the saved one did, and training then moves the MLP."""
+    torch.manual_seed(0)
+    unet = UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=8, text_width=12, **UNET)
+    small = decoder_train.Decoder(decoder_train.RECIPES["tiny"].model.with_(unet=unet))
+    with torch.no_grad():  # trained-looking weights: the zero-initialised output layers made non-zero
+        for p in small.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    decoder_train.save_decoder(tmp_path / "small", small)
+    grown = decoder_train.Decoder(small.config.with_(unet=unet.with_(image_mlp_width=32)))
+    decoder_train._load_initial_weights(grown, tmp_path / "small")
+    x, t = torch.randn(3, 3, 16, 16), torch.tensor([0, 500, 999])
+    z, text = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1), torch.randn(3, 5, 12)
+    before = small.net(x, t, image_embedding=z, text_states=text)
+    assert torch.equal(grown.net(x, t, image_embedding=z, text_states=text), before)
+    # the MLP is trainable: one SGD step on the loss changes its last layer and with it the output
+    grown.loss(images=x.clamp(-1, 1), image_embedding=z, text_states=text).backward()
+    last = grown.net.conditioning.image_mlp[-1].weight
+    assert last.grad is not None and last.grad.abs().sum() > 0
+    with torch.no_grad():
+        last.sub_(0.1 * last.grad / last.grad.norm())
+    assert not torch.allclose(grown.net(x, t, image_embedding=z, text_states=text), before)
+    # the other way round is refused: a saved MLP the preset's decoder has no place for
+    decoder_train.save_decoder(tmp_path / "grown", grown)
+    with pytest.raises(ValueError, match="image_mlp_width 32 into one with None: a z_i MLP can be added, not"):
+        decoder_train._load_initial_weights(small, tmp_path / "grown")
+
+
+def test_image_mlp_width_is_checked():
+    with pytest.raises(ValueError, match="image_mlp_width=16 needs z_i"):
+        UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=None, image_mlp_width=16, **UNET)
+    with pytest.raises(ValueError, match="image_mlp_width must be None or a positive integer, got 0"):
+        UNetConfig(image_size=16, attention_resolutions=(8,), image_mlp_width=0, **UNET)

@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         "learning rate and at half the batch, candidates that measured no better, and tiny-16-rb1-ft, "
         "tiny-16-rb1-ft2, tiny-16-rb1-ft3 and tiny-16-rb1-ft4: a second to fifth learning-rate cycle for a trained "
         "tiny-16-rb1, each started from the previous one with --init-from; shapes-tiny's decoder went through "
-        "the first four, the fifth measured no better) and "
+        "the first four, the fifth measured no better; tiny-16-rb1-mlp-ft4 and tiny-16-rb1-wide-ft4: that fifth "
+        "cycle grown, with a z_i MLP, and also with wider levels, from a trained tiny-16-rb1 given by --init-from) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -177,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny, tiny-long, "
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
-                       "learning-rate cycle for a trained tiny-16-rb1: use with --init-from); upsampler: "
+                       "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "
+                       "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from); upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
@@ -189,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "priors also take embeddings:DIR (precomputed img_emb/ and text_emb/ .npy shards)")
     train.add_argument("--init-from", default=None, metavar="DIR",
                        help="decoder and upsampler: start from the weights of this saved model (of the preset's "
-                       "exact config) instead of random ones, to fine-tune it; resuming needs the same DIR")
+                       "exact config, or one the preset grows: a z_i MLP added, wider levels) instead of random "
+                       "ones, to fine-tune it; a grown model starts out computing what the saved one does; resuming "
+                       "needs the same DIR")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)

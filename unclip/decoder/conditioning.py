@@ -36,6 +36,11 @@ class Conditioning(nn.Module):
             self.image_to_tokens = nn.Linear(cfg.clip_dim, cfg.context_tokens * width)
             # unCLIP §2.1: "randomly setting the CLIP embeddings to zero (or a learned embedding)": learned, from zero.
             self.null_image = nn.Parameter(torch.zeros(cfg.clip_dim))
+            self.image_mlp = None
+            if cfg.image_mlp_width is not None:  # UNetConfig.image_mlp_width: a non-linear path beside the two
+                out = nn.Linear(cfg.image_mlp_width, cfg.time_embed_dim + cfg.context_tokens * width)
+                nn.init.zeros_(out.weight), nn.init.zeros_(out.bias)  # starts as the paper's linear projections
+                self.image_mlp = nn.Sequential(nn.Linear(cfg.clip_dim, cfg.image_mlp_width), nn.SiLU(), out)
         if cfg.text_width is not None:
             self.text_norm = nn.LayerNorm(cfg.text_width)  # CLIP's token states are not normalised
             self.text_proj = nn.Linear(cfg.text_width, width)
@@ -103,10 +108,12 @@ class Conditioning(nn.Module):
         elif keep is not None:
             k = _check_keep("keep_image", keep, batch).to(z.device)
             z = torch.where(k[:, None], z, self.null_image.to(z.dtype).expand_as(z))
-        time = self.image_to_time(z)  # unCLIP §2.1: projected and added to the timestep embedding
-        # unCLIP §2.1: projected into four extra tokens of context
-        tokens = self.image_to_tokens(z).reshape(batch, cfg.context_tokens, -1)  # (B, 4, W)
-        return time, tokens
+        time = self.image_to_time(z)  # unCLIP §2.1: projected and added to the timestep embedding (B, E)
+        tokens = self.image_to_tokens(z)  # unCLIP §2.1: projected into four extra tokens of context (B, 4 W)
+        if self.image_mlp is not None:
+            extra_time, extra_tokens = self.image_mlp(z).split([time.shape[1], tokens.shape[1]], dim=1)
+            time, tokens = time + extra_time, tokens + extra_tokens
+        return time, tokens.reshape(batch, cfg.context_tokens, -1)  # (B, E), (B, 4, W)
 
 
 def _check_unexpected(name: str, value: torch.Tensor | None, size: int | None, field: str) -> None:

@@ -39,6 +39,11 @@ class UNetConfig:
     text_width: int | None = 128  # width of CLIP's per-token text states; None: no caption conditioning
     context_tokens: int = 4  # unCLIP §2.1: z_i projected into four extra tokens of context
     context_dim: int | None = None  # width of the context tokens; None: text_width, or 4 * model_channels
+    # Not in the paper: the hidden width of an MLP on z_i whose output, zero-initialised, is added to z_i's two linear
+    # projections (unCLIP §2.1), so a small decoder can read z_i non-linearly (which object has which colour, say)
+    # at a per-image cost. None: the paper's linear projections only. Zero-initialised, it can be added to a trained
+    # decoder without changing what it computes (`--init-from`).
+    image_mlp_width: int | None = None
     low_res_channels: int = 0  # upsamplers: channels of the upsampled low-res image concatenated to the input
     learned_variance: bool = False  # Improved DDPM §3.1: the output carries a second set of channels
     channels_last: bool = False  # run convolutions in NHWC (faster with cuDNN and mixed precision)
@@ -66,10 +71,12 @@ class UNetConfig:
                                  f"{self.head_channels}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("clip_dim", "text_width", "context_dim"):
+        for name in ("clip_dim", "text_width", "context_dim", "image_mlp_width"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"UNetConfig.{name} must be None or a positive integer, got {value!r}")
+        if self.image_mlp_width is not None and self.clip_dim is None:
+            raise ValueError(f"image_mlp_width={self.image_mlp_width} needs z_i conditioning, but clip_dim is None")
         if self.low_res_channels < 0:
             raise ValueError(f"low_res_channels must be >= 0, got {self.low_res_channels}")
         if self.conditioned and not self.attention_resolutions:

@@ -34,6 +34,7 @@ from ..world import ShapesDataset
 from .caption_encoder import CaptionEncoderConfig
 from .config import DecoderConfig, UNetConfig, UpsamplerConfig
 from .decoder import Decoder
+from .grow import grow_unet
 from .upsampler import Upsampler
 from .weights import load_decoder, save_decoder
 
@@ -58,10 +59,13 @@ _TINY_16_RB1 = _TINY_16.with_(unet=_TINY_16.unet.with_(num_res_blocks=1))
 _TINY_16_RB1_TRAIN = replace(_TINY_TRAIN, steps=27000, checkpoint_every=1000)
 
 
-def _restart(*, seed: int, steps: int = 9000) -> DecoderRecipe:
+_TINY_16_RB1_MLP = _TINY_16_RB1.with_(unet=_TINY_16_RB1.unet.with_(image_mlp_width=512))
+
+
+def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB1) -> DecoderRecipe:
     """A warm restart of "tiny-16-rb1" (Loshchilov & Hutter 2017), run with `--init-from` a trained one: its recipe
     at half the peak learning rate, over `steps`, on scenes from `seed`."""
-    return DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=2.5e-4, seed=seed))
+    return DecoderRecipe(model=model, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=2.5e-4, seed=seed))
 
 
 RECIPES: dict[str, DecoderRecipe] = {
@@ -117,6 +121,14 @@ RECIPES: dict[str, DecoderRecipe] = {
     # A fifth, two thirds as long (6,000 steps, scenes from seed 4), for the fourth cycle's decoder: 0.434 -> 0.442 from
     # true z_i and 0.428 -> 0.418 through the pipeline, both within noise, so not shipped (README, decoder section).
     "tiny-16-rb1-ft4": _restart(seed=4, steps=6000),
+    # "tiny-16-rb1-ft4" with a z_i MLP (UNetConfig.image_mlp_width 512) grown onto the fourth cycle's decoder: the same
+    # steps and scenes, so it reads against "tiny-16-rb1-ft4" directly.
+    "tiny-16-rb1-mlp-ft4": _restart(seed=4, steps=6000, model=_TINY_16_RB1_MLP),
+    # The same restart grown wider (grow.py): levels of 32, 48 and 64 channels instead of 16, 32 and 48, and the z_i
+    # MLP, 1.55M parameters and 2.4x the computation; `--init-from` a "tiny-16-rb1" decoder, which it starts out
+    # computing exactly. The same steps and scenes as "tiny-16-rb1-ft4", so the two read against each other.
+    "tiny-16-rb1-wide-ft4": _restart(seed=4, steps=6000, model=_TINY_16_RB1_MLP.with_(
+        unet=_TINY_16_RB1_MLP.unet.with_(channel_mult=(2, 3, 4)))),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
@@ -166,15 +178,34 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
     return sample
 
 
+# UNet config fields in which a run may differ from the model it starts from (`--init-from`), by growing: a z_i MLP
+# added, wider levels (grow.py). The grown model computes what the saved one did until training moves it.
+GROWABLE = ("image_mlp_width", "channel_mult")
+
+
 def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLike) -> None:
-    """Copy a saved model's weights into `model`, refusing one of another kind or config."""
+    """Copy a saved model's weights into `model`, refusing one of another kind or config. The one difference
+    allowed: `model` may be a grown copy of the saved one (GROWABLE; see grow.py)."""
     saved = load_decoder(directory)
     mine, theirs = model.config.to_dict(), saved.config.to_dict()
-    if type(saved) is not type(model) or mine != theirs:
+    grown = type(saved) is type(model) and "unet" in mine and mine != theirs and mine == theirs | {
+        "unet": theirs["unet"] | {k: mine["unet"][k] for k in GROWABLE}}
+    if type(saved) is not type(model) or (mine != theirs and not grown):
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise ValueError(f"--init-from {directory}: a {type(saved).__name__} whose config differs from the "
-                         f"preset's {type(model).__name__} (in {diff or 'kind'}); start from a model of this preset")
-    model.load_state_dict(saved.state_dict(), strict=True)
+                         f"preset's {type(model).__name__} (in {diff or 'kind'}); start from a model of this preset "
+                         f"or one it can grow from (in {', '.join(GROWABLE)} only)")
+    if not grown:
+        model.load_state_dict(saved.state_dict(), strict=True)
+        return
+    try:
+        grow_unet(model.net, saved.net)
+    except ValueError as error:
+        raise ValueError(f"--init-from {directory}: {error}") from None
+    rest = {k: v for k, v in saved.state_dict().items() if not k.startswith("net.")}  # e.g. a caption encoder
+    missing, unexpected = model.load_state_dict(rest, strict=False)
+    if unexpected or any(not k.startswith("net.") for k in missing):
+        raise ValueError(f"--init-from {directory}: weights do not fit (missing {missing}, unexpected {unexpected})")
 
 
 def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str | os.PathLike | None = None,
