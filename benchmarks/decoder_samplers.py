@@ -10,6 +10,9 @@ benchmarks/results/decoder_samplers.json.
 
     .venv/bin/python benchmarks/decoder_samplers.py --decoder models/shapes-tiny/decoder --threads 2
 
+Given several decoders (`--decoder A B ...`), every setting runs on each, and the gains pair every row with the first
+decoder's first setting: two networks compared on the same scenes and seeds.
+
 A setting is SAMPLER:STEPS[:key=value ...] with keys eta, threshold (static|none) and guidance, e.g.
 `ddim:25:eta=1`, `dpm++:7:guidance=2`; defaults eta 0, static clipping, guidance --guidance.
 """
@@ -68,7 +71,8 @@ def paired_gain(verdicts: list[bool], reference: list[bool]) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip", default="models/shapes-tiny/clip", help="the frozen CLIP the decoder inverts")
-    parser.add_argument("--decoder", default="models/shapes-tiny/decoder")
+    parser.add_argument("--decoder", nargs="+", default=["models/shapes-tiny/decoder"],
+                        help="one or more decoder directories; rows pair against the first one's first setting")
     parser.add_argument("--n", type=int, default=500, help="test images (default: 500)")
     parser.add_argument("--guidance", type=float, default=3.0, help="guidance where a setting names none (default: 3)")
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
@@ -81,35 +85,38 @@ def main() -> None:
     except ValueError as error:
         parser.error(str(error))
     torch.set_num_threads(args.threads)
-    clip, decoder = load_clip(args.clip), load_decoder(args.decoder)
-    data = ShapesDataset("test", size=decoder.config.image_size, length=args.n)
-    conditions, captions = [], []
-    for sl in batches(args.n, 50):
-        images = torch.stack([data[i][0] for i in range(sl.start, sl.stop)])
-        caps = [data[i][1] for i in range(sl.start, sl.stop)]
-        conditions.append(decoder_conditioning(decoder, clip, images, caps))
-        captions += caps
-
+    clip = load_clip(args.clip)
     rows, reference = [], None
-    print(f"{'setting':<24}{'correct':>9}{'vs row 1':>16}{'single':>8}{'counting':>10}{'relation':>10}{'s/image':>9}"
-          f"   ({args.n} test images from true z_i + caption)")
-    for text, kwargs in zip(args.settings, settings):
-        started = time.perf_counter()
-        with torch.no_grad():
-            out = torch.cat([decoder.sample(image_embedding=z_i, generator=torch.Generator().manual_seed(k),
-                                            **caption, **kwargs)
-                             for k, (z_i, caption) in enumerate(conditions)])
-        seconds = (time.perf_counter() - started) / args.n
-        verdicts, skills = score(out, captions)
-        if reference is None:  # the first setting is what every row's gain is paired against
-            reference = verdicts
-        gain, se = paired_gain(verdicts, reference)
-        rows.append({"setting": text, **kwargs, "correct": sum(verdicts) / len(verdicts), "gain_vs_first": gain,
-                     "gain_se": se, "skills": skills, "seconds_per_image": seconds})
-        skill = lambda name, width: f"{skills[name]:>{width}.3f}" if name in skills else f"{'-':>{width}}"
-        print(f"{text:<24}{rows[-1]['correct']:>9.3f}{gain:>+10.3f} ±{se:.3f}{skill('single', 8)}"
-              f"{skill('counting', 10)}{skill('relation', 10)}{seconds:>9.3f}", flush=True)
-    write_report(args.out, {"benchmark": "decoder_samplers", "decoder": args.decoder, "clip": args.clip, "n": args.n,
+    print(f"{'decoder / setting':<44}{'correct':>9}{'vs row 1':>16}{'single':>8}{'counting':>10}{'relation':>10}"
+          f"{'s/image':>9}   ({args.n} test images from true z_i + caption)")
+    for path in args.decoder:
+        decoder = load_decoder(path)
+        data = ShapesDataset("test", size=decoder.config.image_size, length=args.n)
+        conditions, captions = [], []
+        for sl in batches(args.n, 50):
+            images = torch.stack([data[i][0] for i in range(sl.start, sl.stop)])
+            caps = [data[i][1] for i in range(sl.start, sl.stop)]
+            conditions.append(decoder_conditioning(decoder, clip, images, caps))
+            captions += caps
+        for text, kwargs in zip(args.settings, settings):
+            started = time.perf_counter()
+            with torch.no_grad():
+                out = torch.cat([decoder.sample(image_embedding=z_i, generator=torch.Generator().manual_seed(k),
+                                                **caption, **kwargs)
+                                 for k, (z_i, caption) in enumerate(conditions)])
+            seconds = (time.perf_counter() - started) / args.n
+            verdicts, skills = score(out, captions)
+            if reference is None:  # the first row is what every row's gain is paired against
+                reference = verdicts
+            gain, se = paired_gain(verdicts, reference)
+            rows.append({"decoder": path, "setting": text, **kwargs, "correct": sum(verdicts) / len(verdicts),
+                         "gain_vs_first": gain, "gain_se": se, "skills": skills, "seconds_per_image": seconds})
+            skill = lambda name, width: f"{skills[name]:>{width}.3f}" if name in skills else f"{'-':>{width}}"
+            label = text if len(args.decoder) == 1 else f"{Path(path).parent.name}/{Path(path).name} {text}"
+            print(f"{label[-43:]:<44}{rows[-1]['correct']:>9.3f}{gain:>+10.3f} ±{se:.3f}{skill('single', 8)}"
+                  f"{skill('counting', 10)}{skill('relation', 10)}{seconds:>9.3f}", flush=True)
+    decoders = args.decoder[0] if len(args.decoder) == 1 else args.decoder
+    write_report(args.out, {"benchmark": "decoder_samplers", "decoder": decoders, "clip": args.clip, "n": args.n,
                             "threads": args.threads, "rows": rows})
     print(f"wrote {args.out}")
 
