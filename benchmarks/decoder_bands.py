@@ -57,11 +57,13 @@ def main() -> None:
             parser.error(f"--t0 {bad}: each must be in 1..{decoder.diffusion.num_steps - 1}")
         data = ShapesDataset("test", size=decoder.config.image_size, length=args.n)
         items = [data[i] for i in range(args.n)]
+        conditioned = []  # (images, z_i, caption inputs) per batch of 50, the same for every t0
+        for sl in batches(args.n, 50):
+            images = torch.stack([item[0] for item in items[sl]])
+            conditioned.append((images, *decoder_conditioning(decoder, clip, images, [item[1] for item in items[sl]])))
         for t0 in args.t0:
             started, outs = time.perf_counter(), []
-            for k, sl in enumerate(batches(args.n, 50)):
-                images = torch.stack([item[0] for item in items[sl]])
-                z_i, caption = decoder_conditioning(decoder, clip, images, [item[1] for item in items[sl]])
+            for k, (images, z_i, caption) in enumerate(conditioned):
                 g = torch.Generator().manual_seed(k)
                 noise = torch.randn(images.shape, generator=g)
                 x_t = decoder.diffusion.q_sample(images, torch.full((len(images),), t0), noise)  # DDPM eq. 4

@@ -19,43 +19,34 @@ from .unet import AttentionBlock, Block, ResBlock, UNet
 # A channel axis: (old, new) counts per segment, in order. A level of width 48 grown to 64 is ((48, 16),); a decoder
 # block's input, the level's state concatenated with a skip, is two segments.
 Layout = tuple[tuple[int, int], ...]
+# The UNetConfig fields in which a grown UNet may differ from the one it grows from.
+GROWABLE = ("image_mlp_width", "channel_mult")
 
 
-def _old_positions(layout: Layout) -> torch.Tensor:
-    """Where each old channel sits on the grown axis, in the old order."""
-    out, start = [], 0
+def _positions(layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the old channels sit on the grown axis (in the old order), and where the new ones do."""
+    old_at, new_at, start = [], [], 0
     for old, new in layout:
-        out.extend(range(start, start + old))
+        old_at.extend(range(start, start + old))
+        new_at.extend(range(start + old, start + old + new))
         start += old + new
-    return torch.tensor(out, dtype=torch.long)
-
-
-def _new_positions(layout: Layout) -> torch.Tensor:
-    out, start = [], 0
-    for old, new in layout:
-        out.extend(range(start + old, start + old + new))
-        start += old + new
-    return torch.tensor(out, dtype=torch.long)
+    return torch.tensor(old_at, dtype=torch.long), torch.tensor(new_at, dtype=torch.long)
 
 
 def _fixed(width: int) -> Layout:
     return ((width, 0),)
 
 
-def _twice(layout: Layout, times: int) -> Layout:
-    return layout * times  # e.g. (scale, shift) or (q, k, v) chunks, each with the channel layout
-
-
 @torch.no_grad()
 def _put(new: torch.Tensor, old: torch.Tensor, rows: Layout, cols: Layout | None = None) -> None:
     """Write `old` into `new` at the old channels' places; zero what old rows read from new columns."""
-    r = _old_positions(rows)
+    r, _ = _positions(rows)
     if sum(o for o, _ in rows) != old.shape[0] or sum(o + n for o, n in rows) != new.shape[0]:
         raise ValueError(f"cannot grow a tensor of {tuple(old.shape)} into {tuple(new.shape)} along {rows}")
     if cols is None:
         new[r] = old
         return
-    c, fresh = _old_positions(cols), _new_positions(cols)
+    c, fresh = _positions(cols)
     if sum(o for o, _ in cols) != old.shape[1] or sum(o + n for o, n in cols) != new.shape[1]:
         raise ValueError(f"cannot grow a tensor of {tuple(old.shape)} into {tuple(new.shape)} across {cols}")
     block = new[r]  # (old rows, new in, ...)
@@ -83,7 +74,7 @@ def _norm(new: nn.GroupNorm, old: nn.GroupNorm, layout: Layout) -> None:
 def _resblock(new: ResBlock, old: ResBlock, lin: Layout, lout: Layout) -> None:
     _norm(new.in_norm, old.in_norm, lin)
     _linear(new.in_conv, old.in_conv, lout, lin)
-    _linear(new.emb, old.emb, _twice(lout, 2), _fixed(old.emb.in_features))  # (scale, shift)
+    _linear(new.emb, old.emb, lout * 2, _fixed(old.emb.in_features))  # (scale, shift) chunks
     _norm(new.out_norm, old.out_norm, lout)
     _linear(new.out_conv, old.out_conv, lout, lout)
     if isinstance(old.skip, nn.Identity) and isinstance(new.skip, nn.Identity):
@@ -105,9 +96,9 @@ def _attention(new: AttentionBlock, old: AttentionBlock, layout: Layout) -> None
         raise ValueError(f"cannot grow attention of {old.heads} heads of {d} along {layout}: a head would mix "
                          "old and new channels")
     _norm(new.norm, old.norm, layout)
-    _linear(new.qkv, old.qkv, _twice(layout, 3), layout)  # (q, k, v), each split into heads
+    _linear(new.qkv, old.qkv, layout * 3, layout)  # (q, k, v) chunks, each split into heads
     if old.context_kv is not None:
-        _linear(new.context_kv, old.context_kv, _twice(layout, 2), _fixed(old.context_kv.in_features))
+        _linear(new.context_kv, old.context_kv, layout * 2, _fixed(old.context_kv.in_features))  # (k, v)
     _linear(new.proj, old.proj, layout, layout)
 
 
@@ -121,7 +112,7 @@ def _block(new: Block, old: Block, lin: Layout, lout: Layout) -> None:
 
 def _check_growable(old: UNet, new: UNet) -> None:
     a, b = old.config.to_dict(), new.config.to_dict()
-    same = {k: v for k, v in a.items() if k not in ("channel_mult", "image_mlp_width")}
+    same = {k: v for k, v in a.items() if k not in GROWABLE}
     differ = sorted(k for k, v in same.items() if b.get(k) != v)
     ma, mb = old.config.channel_mult, new.config.channel_mult
     if differ or len(ma) != len(mb) or any(x > y for x, y in zip(ma, mb)):

@@ -34,7 +34,7 @@ from ..world import ShapesDataset
 from .caption_encoder import CaptionEncoderConfig
 from .config import DecoderConfig, UNetConfig, UpsamplerConfig
 from .decoder import Decoder
-from .grow import grow_unet
+from .grow import GROWABLE, grow_unet
 from .upsampler import Upsampler
 from .weights import load_decoder, save_decoder
 
@@ -176,11 +176,6 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
         return [to_pil(x) for x in torch.cat([images, out])]
 
     return sample
-
-
-# UNet config fields in which a run may differ from the model it starts from (`--init-from`), by growing: a z_i MLP
-# added, wider levels (grow.py). The grown model computes what the saved one did until training moves it.
-GROWABLE = ("image_mlp_width", "channel_mult")
 
 
 def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLike) -> None:
