@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny-16-rb1-ft2, tiny-16-rb1-ft3 and tiny-16-rb1-ft4: a second to fifth learning-rate cycle for a trained "
         "tiny-16-rb1, each started from the previous one with --init-from; shapes-tiny's decoder went through "
         "the first four, the fifth measured no better; tiny-16-rb1-mlp-ft4 and tiny-16-rb1-wide-ft4: that fifth "
-        "cycle grown, with a z_i MLP, and also with wider levels, from a trained tiny-16-rb1 given by --init-from) and "
+        "cycle grown, with a z_i MLP, and also with wider levels, from a trained tiny-16-rb1 given by --init-from; "
+        "tiny-16-rb1-sc-ft4: that fifth cycle grown to self-condition on its own x0 estimate) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -179,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
                        "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "
-                       "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from); upsampler: "
+                       "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from), tiny-16-rb1-sc-ft4 (the fifth, "
+                       "self-conditioned: with --init-from); upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")

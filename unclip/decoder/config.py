@@ -45,6 +45,11 @@ class UNetConfig:
     # decoder without changing what it computes (`--init-from`).
     image_mlp_width: int | None = None
     low_res_channels: int = 0  # upsamplers: channels of the upsampled low-res image concatenated to the input
+    # Not in the paper: self-conditioning (Chen, Zhang & Hinton 2022, "Analog Bits" §3, Algorithms 1-2). The input also
+    # carries the model's own previous x0 estimate (in_channels more channels, zeros when there is none), so each
+    # sampling step sees what the step before committed to at no extra network evaluation. Zero-initialised input
+    # weights for those channels let it be added to a trained UNet without changing what it computes (grow.py).
+    self_condition: bool = False
     learned_variance: bool = False  # Improved DDPM §3.1: the output carries a second set of channels
     channels_last: bool = False  # run convolutions in NHWC (faster with cuDNN and mixed precision)
 
@@ -92,6 +97,12 @@ class UNetConfig:
     def resolutions(self) -> tuple[int, ...]:
         """The side of each level at image_size, finest first."""
         return tuple(self.image_size // 2 ** i for i in range(len(self.channel_mult)))
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the first convolution reads: x, the upsampled low-res image (upsamplers), then the x0 estimate
+        (self-conditioning)."""
+        return self.in_channels * (2 if self.self_condition else 1) + self.low_res_channels
 
     @property
     def conditioned(self) -> bool:

@@ -93,8 +93,16 @@ class Decoder(nn.Module):
         if cfg.unet.text_width is not None:  # unCLIP §2.1: the caption dropped 50% of the time
             cond["keep_text"] = ~dropout_mask(b, cfg.p_drop_text, generator=generator, device=device)
 
+        # Self-conditioning (Analog Bits Alg. 1): half the batches first estimate x0 without gradient and feed it back,
+        # the other half see zeros, as the first sampling step does. One coin per batch, from the caller's generator.
+        self_condition = cfg.unet.self_condition and bool(torch.rand((), generator=generator, device=device) < 0.5)
+
         def model_fn(x: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
-            return self.net(x, tt, **cond)
+            if not self_condition:
+                return self.net(x, tt, **cond)
+            with torch.no_grad():
+                estimate = self._estimate(self.net(x, tt, **cond), x, tt)
+            return self.net(x, tt, **cond, self_cond=estimate)
 
         return self.diffusion.training_losses(model_fn, images, t, noise)["loss"].mean()
 
@@ -114,10 +122,29 @@ class Decoder(nn.Module):
         batch, device = self._batch(cond)
         ones = torch.ones(batch, dtype=torch.bool, device=device)
         keeps = [k for k, field in (("keep_image", cfg.clip_dim), ("keep_text", cfg.text_width)) if field is not None]
-        return classifier_free_guidance(
+        guided = classifier_free_guidance(
             self.net, scale=guidance_scale, cond=cond | dict.fromkeys(keeps, ones),
             uncond=cond | dict.fromkeys(keeps, ~ones),
             guided_channels=cfg.out_channels if cfg.learned_variance else None)
+        return guided if not cfg.self_condition else self._self_conditioned(guided)
+
+    def _estimate(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The x0 a network output implies, clipped to [-1, 1] as the samplers' static threshold clips it."""
+        return self.diffusion.predict(out, x_t, t, threshold="static").x0
+
+    def _self_conditioned(self, guided) -> ModelFn:
+        """Analog Bits Alg. 2: each call reads the x0 estimate of the call before (zeros on the first) and leaves
+        its own, the guided one, for the next. The state lives in this denoiser, so every `sample` starts afresh;
+        DDIM inversion, which walks t upwards, feeds each step the estimate of the step below it."""
+        state: dict[str, torch.Tensor | None] = {"x0": None}
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            previous = state["x0"]
+            out = guided(x, t, self_cond=previous if previous is not None and previous.shape == x.shape else None)
+            state["x0"] = self._estimate(out, x, t)
+            return out
+
+        return model_fn
 
     @torch.no_grad()
     def sample(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,

@@ -20,7 +20,7 @@ from .unet import AttentionBlock, Block, ResBlock, UNet
 # block's input, the level's state concatenated with a skip, is two segments.
 Layout = tuple[tuple[int, int], ...]
 # The UNetConfig fields in which a grown UNet may differ from the one it grows from.
-GROWABLE = ("image_mlp_width", "channel_mult")
+GROWABLE = ("image_mlp_width", "channel_mult", "self_condition")
 
 
 def _positions(layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,11 +118,15 @@ def _check_growable(old: UNet, new: UNet) -> None:
     if differ or len(ma) != len(mb) or any(x > y for x, y in zip(ma, mb)):
         raise ValueError(f"cannot grow a UNet with channel_mult {ma} into one with {mb}"
                          + (f" (they differ in {differ})" if differ else "")
-                         + ": only channel multipliers may grow, level by level")
+                         + ": only channel multipliers may grow (level by level), and a z_i MLP or "
+                         "self-conditioning be added")
     wa, wb = old.config.image_mlp_width, new.config.image_mlp_width
     if wa is not None and wa != wb:
         raise ValueError(f"cannot grow a UNet with image_mlp_width {wa} into one with {wb}: a z_i MLP can be added, "
                          "not resized or removed")
+    if old.config.self_condition and not new.config.self_condition:
+        raise ValueError("cannot grow a self-conditioned UNet into one without self_condition: its input can be "
+                         "widened, not narrowed")
 
 
 @torch.no_grad()
@@ -137,7 +141,9 @@ def grow_unet(new: UNet, old: UNet) -> UNet:
     if unexpected or any(".image_mlp." not in f".{k}" for k in missing):
         raise ValueError(f"cannot grow the conditioning: missing {missing}, unexpected {unexpected}")
     ch = _fixed(mc)  # the input convolution's width is model_channels, whatever the first level's multiplier
-    _linear(new.input_conv, old.input_conv, ch, _fixed(old.input_conv.in_channels))
+    # the input's channels: x (and low_res) first, then a self-conditioned UNet's x0 estimate, read by zero weights
+    extra = new.config.input_channels - old.config.input_channels
+    _linear(new.input_conv, old.input_conv, ch, ((old.config.input_channels, extra),))
     skips = [ch]
     for level, (blocks_new, blocks_old) in enumerate(zip(new.encoder, old.encoder)):
         for bn, bo in zip(blocks_new, blocks_old):

@@ -129,6 +129,10 @@ RECIPES: dict[str, DecoderRecipe] = {
     # computing exactly. The same steps and scenes as "tiny-16-rb1-ft4", so the two read against each other.
     "tiny-16-rb1-wide-ft4": _restart(seed=4, steps=6000, model=_TINY_16_RB1_MLP.with_(
         unet=_TINY_16_RB1_MLP.unet.with_(channel_mult=(2, 3, 4)))),
+    # The same restart grown to self-condition (UNetConfig.self_condition; Chen et al. 2022): the input also reads the
+    # decoder's previous x0 estimate, through zero weights at first. The same steps and scenes as "tiny-16-rb1-ft4".
+    "tiny-16-rb1-sc-ft4": _restart(seed=4, steps=6000, model=_TINY_16_RB1.with_(
+        unet=_TINY_16_RB1.unet.with_(self_condition=True))),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,

@@ -141,7 +141,7 @@ class UNet(nn.Module):
         mc, emb_dim, levels = cfg.model_channels, cfg.time_embed_dim, len(cfg.channel_mult)
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.conditioning = Conditioning(cfg)
-        self.input_conv = conv3x3(cfg.in_channels + cfg.low_res_channels, mc)
+        self.input_conv = conv3x3(cfg.input_channels, mc)
 
         def resampler(ch: int, direction: str) -> nn.Module:
             if cfg.resblock_updown:
@@ -183,14 +183,18 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, image_embedding: torch.Tensor | None = None,
                 text_states: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 low_res: torch.Tensor | None = None, keep_image: torch.Tensor | None = None,
-                keep_text: torch.Tensor | None = None) -> torch.Tensor:
+                keep_text: torch.Tensor | None = None, self_cond: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, in_channels, H, W) noised images; t (B,) timesteps; image_embedding (B, clip_dim) z_i;
         text_states (B, T, text_width) and text_mask (B, T) bool; low_res (B, low_res_channels, H, W), already
         upsampled to x's size; keep_image / keep_text (B,) bool, False where that conditioning is replaced by
-        its null embedding. Returns (B, out_channels * (2 if learned_variance else 1), H, W)."""
-        self._check_inputs(x, t, low_res)
+        its null embedding; self_cond (B, in_channels, H, W) the previous x0 estimate of a self-conditioned UNet (None:
+        zeros, "no estimate yet"). Returns (B, out_channels * (2 if learned_variance else 1), H, W)."""
+        self._check_inputs(x, t, low_res, self_cond)
         if low_res is not None:
             x = torch.cat([x, low_res.to(x.dtype)], dim=1)  # (B, in + low_res channels, H, W)
+        if self.config.self_condition:  # Analog Bits Alg. 1: concatenate the estimate, zeros the first time
+            x = torch.cat([x, torch.zeros_like(x[:, :self.config.in_channels]) if self_cond is None
+                           else self_cond.to(x.dtype)], dim=1)  # (B, input_channels, H, W)
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(x.dtype))  # (B, 4 mc)
@@ -216,7 +220,8 @@ class UNet(nn.Module):
                 h = self.ups[i](h, emb)
         return self.out_conv(F.silu(self.out_norm(h)))
 
-    def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor | None) -> None:
+    def _check_inputs(self, x: torch.Tensor, t: torch.Tensor, low_res: torch.Tensor | None,
+                      self_cond: torch.Tensor | None) -> None:
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"x must be (B, {cfg.in_channels}, H, W), got {tuple(x.shape)}")
@@ -230,3 +235,7 @@ class UNet(nn.Module):
         if low_res is not None and low_res.shape != (b, cfg.low_res_channels, h, w):
             raise ValueError(f"low_res must be (B, {cfg.low_res_channels}, H, W) = {(b, cfg.low_res_channels, h, w)} "
                              f"(upsampled to x's size), got {tuple(low_res.shape)}")
+        if self_cond is not None and not cfg.self_condition:
+            raise ValueError("self_cond given to a UNet built without self_condition")
+        if self_cond is not None and self_cond.shape != x.shape:
+            raise ValueError(f"self_cond must have x's shape {tuple(x.shape)}, got {tuple(self_cond.shape)}")

@@ -1,0 +1,122 @@
+"""Self-conditioning (UNetConfig.self_condition; Chen, Zhang & Hinton 2022, Analog Bits Algorithms 1-2): the UNet
+reads its previous x0 estimate, training feeds it half the time, sampling carries it from step to step, and it can
+be grown onto a trained decoder without changing what that computes."""
+
+import pytest
+import torch
+
+from unclip.decoder import Decoder, DecoderConfig, UNetConfig
+from unclip.decoder.grow import grow_unet
+from unclip.decoder.unet import UNet
+from unclip.diffusion import DiffusionConfig
+
+SMALL = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=16,
+                   attention_resolutions=(8,), clip_dim=8, text_width=12)
+V_ZERO_SNR = DiffusionConfig(schedule="cosine", steps=100, prediction="v", zero_terminal_snr=True)
+
+
+def _trained_looking(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded weights with the zero-initialised layers made non-zero, as training makes them."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return module.eval()
+
+
+def _cond(b: int = 3, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return dict(image_embedding=torch.randn(b, 8, generator=g), text_states=torch.randn(b, 5, 12, generator=g),
+                text_mask=torch.ones(b, 5, dtype=torch.bool))
+
+
+def _decoder(seed: int = 0) -> Decoder:
+    torch.manual_seed(seed)
+    cfg = DecoderConfig(unet=SMALL.with_(self_condition=True), diffusion=V_ZERO_SNR)
+    return _trained_looking(Decoder(cfg), seed)
+
+
+def test_the_unet_reads_the_estimate_as_extra_input_channels_and_zeros_when_there_is_none():
+    net = _trained_looking(UNet(SMALL.with_(self_condition=True)))
+    assert net.input_conv.in_channels == 6
+    g = torch.Generator().manual_seed(2)
+    x, t, estimate = torch.randn(3, 3, 16, 16, generator=g), torch.tensor([5, 50, 99]), torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, t, **_cond()), net(x, t, **_cond(), self_cond=torch.zeros_like(x)))
+        assert not torch.allclose(net(x, t, **_cond()), net(x, t, **_cond(), self_cond=estimate))
+    with pytest.raises(ValueError, match=r"self_cond must have x's shape \(3, 3, 16, 16\), got \(3, 3, 8, 8\)"):
+        net(x, t, **_cond(), self_cond=torch.zeros(3, 3, 8, 8))
+    with pytest.raises(ValueError, match="without self_condition"):
+        _trained_looking(UNet(SMALL))(x, t, **_cond(), self_cond=estimate)
+
+
+def test_grown_onto_a_trained_unet_it_computes_the_same_until_trained():
+    small = _trained_looking(UNet(SMALL))
+    torch.manual_seed(3)
+    grown = grow_unet(UNet(SMALL.with_(self_condition=True, channel_mult=(1, 3))), small)
+    g = torch.Generator().manual_seed(4)
+    x, t = torch.randn(3, 3, 16, 16, generator=g), torch.tensor([0, 40, 99])
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x, t, **_cond(), self_cond=torch.randn(3, 3, 16, 16, generator=g)),
+                                   small(x, t, **_cond()), rtol=0, atol=1e-5)
+    # the estimate's weights start at zero but learn
+    grown(x, t, **_cond(), self_cond=torch.randn(3, 3, 16, 16, generator=g)).square().mean().backward()
+    assert torch.equal(grown.input_conv.weight[:, 3:].detach(), torch.zeros(16, 3, 3, 3))
+    assert grown.input_conv.weight.grad[:, 3:].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot grow a self-conditioned UNet into one without"):
+        grow_unet(UNet(SMALL), _trained_looking(UNet(SMALL.with_(self_condition=True))))
+
+
+def test_training_feeds_the_estimate_to_about_half_the_batches_without_gradient_through_it():
+    decoder = _decoder()
+    seen = []  # per network call: (self_cond given?, grad enabled?)
+
+    def record(module, args, kwargs):
+        seen.append((kwargs.get("self_cond") is not None, torch.is_grad_enabled()))
+
+    decoder.net.register_forward_pre_hook(record, with_kwargs=True)
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(40):
+        seen.clear()
+        decoder.loss(images=images, **_cond(), generator=g).backward()
+        batches.append(list(seen))
+    fed = [b for b in batches if len(b) == 2]
+    assert all(b == [(False, True)] for b in batches if len(b) == 1)
+    assert all(b == [(False, False), (True, True)] for b in fed)  # the estimate first, without gradient
+    assert 10 <= len(fed) <= 30  # a fair coin per batch (40 batches)
+    # the same generator state gives the same coin, so a resumed run repeats its batches exactly
+    a = decoder.loss(images=images, **_cond(), generator=torch.Generator().manual_seed(7))
+    b = decoder.loss(images=images, **_cond(), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b)
+
+
+def test_sampling_carries_each_steps_guided_estimate_to_the_next_and_starts_afresh():
+    decoder = _decoder()
+    fed = []
+    decoder.net.register_forward_pre_hook(lambda m, a, kw: fed.append(kw.get("self_cond")), with_kwargs=True)
+    model_fn = decoder.denoiser(**_cond(), guidance_scale=3.0)
+    g = torch.Generator().manual_seed(5)
+    x1, x2 = torch.randn(3, 3, 16, 16, generator=g), torch.randn(3, 3, 16, 16, generator=g)
+    t1, t2 = torch.full((3,), 99), torch.full((3,), 60)
+    with torch.no_grad():
+        out1 = model_fn(x1, t1)
+        model_fn(x2, t2)
+    assert fed[0] is None  # the first step has no estimate
+    # the second step reads the first step's guided output as x0, clipped as the sampler clips it, in both branches
+    expected = decoder.diffusion.predict(out1, x1, t1, threshold="static").x0
+    torch.testing.assert_close(fed[1], torch.cat([expected, expected]))
+    # each sample() builds its own denoiser: the same seed gives the same images twice
+    a = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    b = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_the_self_conditioned_recipe_grows_from_the_shipped_decoders_and_trains_like_its_fifth_cycle():
+    from unclip.decoder import train as decoder_train
+    recipes = decoder_train.RECIPES
+    assert recipes["tiny-16-rb1-sc-ft4"].train == recipes["tiny-16-rb1-ft4"].train
+    small = recipes["tiny-16-rb1"].model.unet
+    assert recipes["tiny-16-rb1-sc-ft4"].model.unet == small.with_(self_condition=True)
+    assert recipes["tiny-16-rb1-sc-ft4"].model.diffusion == recipes["tiny-16-rb1"].model.diffusion
