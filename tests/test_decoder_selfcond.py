@@ -2,6 +2,8 @@
 reads its previous x0 estimate, training feeds it half the time, sampling carries it from step to step, and it can
 be grown onto a trained decoder without changing what that computes."""
 
+import json
+
 import pytest
 import torch
 
@@ -86,31 +88,85 @@ def test_training_feeds_the_estimate_to_about_half_the_batches_without_gradient_
     assert all(b == [(False, True)] for b in batches if len(b) == 1)
     assert all(b == [(False, False), (True, True)] for b in fed)  # the estimate first, without gradient
     assert 10 <= len(fed) <= 30  # a fair coin per batch (40 batches)
+    # what is fed is the first pass's x0 (clipped), at the same x_t and t
+    calls = []
+    decoder.net.register_forward_hook(lambda m, a, kw, out: calls.append((a[0], a[1], kw.get("self_cond"), out)),
+                                      with_kwargs=True)
+    while len(calls) < 2:
+        calls.clear()
+        decoder.loss(images=images, **_cond(), generator=g)
+    (x_t, t, _, first), (x_t2, t2, fed_estimate, _) = calls
+    assert torch.equal(x_t, x_t2) and torch.equal(t, t2)
+    torch.testing.assert_close(fed_estimate, decoder.diffusion.predict(first, x_t, t, threshold="static").x0)
     # the same generator state gives the same coin, so a resumed run repeats its batches exactly
     a = decoder.loss(images=images, **_cond(), generator=torch.Generator().manual_seed(7))
     b = decoder.loss(images=images, **_cond(), generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
 
 
-def test_sampling_carries_each_steps_guided_estimate_to_the_next_and_starts_afresh():
+def test_sampling_carries_each_branchs_own_estimate_to_the_next_step_and_starts_afresh():
     decoder = _decoder()
-    fed = []
+    fed, outs = [], []
     decoder.net.register_forward_pre_hook(lambda m, a, kw: fed.append(kw.get("self_cond")), with_kwargs=True)
+    decoder.net.register_forward_hook(lambda m, a, out: outs.append(out))
     model_fn = decoder.denoiser(**_cond(), guidance_scale=3.0)
     g = torch.Generator().manual_seed(5)
     x1, x2 = torch.randn(3, 3, 16, 16, generator=g), torch.randn(3, 3, 16, 16, generator=g)
     t1, t2 = torch.full((3,), 99), torch.full((3,), 60)
     with torch.no_grad():
-        out1 = model_fn(x1, t1)
+        model_fn(x1, t1)
         model_fn(x2, t2)
     assert fed[0] is None  # the first step has no estimate
-    # the second step reads the first step's guided output as x0, clipped as the sampler clips it, in both branches
-    expected = decoder.diffusion.predict(out1, x1, t1, threshold="static").x0
-    torch.testing.assert_close(fed[1], torch.cat([expected, expected]))
+    # the second step reads, in each branch (conditional rows first), that branch's own x0 from the first step, clipped
+    # as the sampler clips it: what training fed each row
+    both = torch.cat([x1, x1])
+    expected = decoder.diffusion.predict(outs[0], both, torch.cat([t1, t1]), threshold="static").x0
+    torch.testing.assert_close(fed[1], expected)
+    assert not torch.allclose(expected[:3], expected[3:])  # the two branches' estimates differ
     # each sample() builds its own denoiser: the same seed gives the same images twice
     a = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     b = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"shape \(8, 3, 16, 16\) after \(6, 3, 16, 16\)"):
+        model_fn(torch.randn(4, 3, 16, 16), torch.full((4,), 30))
+
+
+def test_without_carrying_the_denoiser_is_a_function_of_x_and_t_and_inversion_round_trips():
+    decoder = _decoder()
+    g = torch.Generator().manual_seed(6)
+    x, t = torch.randn(3, 3, 16, 16, generator=g), torch.full((3,), 50)
+    fixed = decoder.denoiser(**_cond(), guidance_scale=1.0, carry_estimate=False)
+    carrying = decoder.denoiser(**_cond(), guidance_scale=1.0)
+    with torch.no_grad():
+        assert torch.equal(fixed(x, t), fixed(x, t))
+        assert not torch.equal(carrying(x, t), carrying(x, t))  # the second call reads the first one's estimate
+    # DDIM inversion (what the manipulations do, unCLIP §3) retraced by the sampler: the image comes back
+    from unclip.samplers import ddim_invert
+    images = torch.rand(3, 3, 16, 16, generator=g) * 1.6 - 0.8
+    with torch.no_grad():
+        x_T = ddim_invert(decoder.denoiser(**_cond(), carry_estimate=False), decoder.diffusion, images, steps=20,
+                          fixed_point_iters=3)
+        back = decoder.sample(**_cond(), steps=20, sampler="ddim", x_T=x_T, carry_estimate=False)
+    assert (back - images).abs().max() < 0.1
+
+
+def test_old_run_configs_read_with_the_new_fields_as_defaults_and_upsamplers_refuse_it():
+    from unclip.decoder import UpsamplerConfig
+    from unclip.decoder.train import RECIPES, _read_model_config
+    record = {"stage": "decoder", **RECIPES["tiny-16-rb1"].model.to_dict(), "clip": "runs/clip"}
+    old = json.loads(json.dumps(record))
+    for name in ("self_condition", "image_mlp_width"):  # a run begun before these fields existed
+        del old["unet"][name]
+    assert old != record and _read_model_config(old) == record
+    grown = json.loads(json.dumps(record))
+    grown["unet"]["self_condition"] = True
+    assert _read_model_config(grown) != record  # a real difference still shows
+    with pytest.raises(ValueError, match="self_condition is for the decoder"):
+        UpsamplerConfig(unet=UNetConfig(clip_dim=None, text_width=None, attention_resolutions=(), low_res_channels=3,
+                                        image_size=64, self_condition=True), diffusion=V_ZERO_SNR, low_res_size=32,
+                        crop_size=32)
+    with pytest.raises(ValueError, match=r"self_condition must be true or false, got 1"):
+        UNetConfig(self_condition=1)
 
 
 def test_the_self_conditioned_recipe_grows_from_the_shipped_decoders_and_trains_like_its_fifth_cycle():

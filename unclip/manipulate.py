@@ -74,7 +74,8 @@ def encode_images(pipe: UnCLIP, images: Sequence[Image.Image], *, steps: int | N
     size = pipe.decoder.config.image_size
     x0 = torch.stack([to_tensor(im.convert("RGB"), size) for im in images]).to(device)
     cfg = pipe.config.decoder
-    model_fn = pipe.decoder.denoiser(image_embedding=z_i, guidance_scale=MANIPULATION_GUIDANCE)
+    # a self-conditioned decoder inverts and decodes without carrying its estimate, so decoding retraces the inversion
+    model_fn = pipe.decoder.denoiser(image_embedding=z_i, guidance_scale=MANIPULATION_GUIDANCE, carry_estimate=False)
     steps = steps or pipe.config.manipulation_steps or cfg.steps
     x_T = ddim_invert(model_fn, pipe.decoder.diffusion, x0, steps=steps, fixed_point_iters=fixed_point_iters)
     return z_i, x_T
@@ -87,7 +88,7 @@ def decode_latent(pipe: UnCLIP, z_i: torch.Tensor, x_T: torch.Tensor, *, eta: fl
     manipulation decodes them: with DDIM, whose eta = 0 path is the one the inversion retraced backwards (whatever
     sampler the pipeline generates with), by default at MANIPULATION_GUIDANCE, the guidance the inversion ran at."""
     return pipe.decode(z_i, x_T=x_T, eta=eta, generator=generator, steps=steps or pipe.config.manipulation_steps,
-                       guidance_scale=guidance_scale, sampler="ddim")
+                       guidance_scale=guidance_scale, sampler="ddim", carry_estimate=False)
 
 
 @torch.no_grad()

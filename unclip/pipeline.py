@@ -253,17 +253,18 @@ class UnCLIP:
     def decode(self, image_embedding: torch.Tensor | None, *, captions: Sequence[str] | None = None,
                generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
                guidance_scale: float | None = None, steps: int | None = None,
-               sampler: str | None = None) -> torch.Tensor:
+               sampler: str | None = None, carry_estimate: bool = True) -> torch.Tensor:
         """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the captions (read as the decoder reads them:
         the CLIP's token states, or its own caption encoder's); without captions it decodes z_i alone. The sampler
-        is the pipeline's, or DDIM when eta > 0 (the only one of them with an eta)."""
+        is the pipeline's, or DDIM when eta > 0 (the only one of them with an eta). `carry_estimate`: see
+        Decoder.denoiser (self-conditioned decoders only)."""
         cfg = self.config.decoder
         caption = {} if captions is None else self.decoder.caption_inputs(self.tokens(captions), clip=self.clip)
         return self.decoder.sample(image_embedding=image_embedding, **caption,
                                    steps=steps or cfg.steps, sampler=sampler or ("ddim" if eta else cfg.sampler),
                                    eta=eta,
                                    guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
-                                   generator=generator, x_T=x_T)
+                                   generator=generator, x_T=x_T, carry_estimate=carry_estimate)
 
     @torch.no_grad()
     def upsample(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:

@@ -84,6 +84,9 @@ class UNetConfig:
             raise ValueError(f"image_mlp_width={self.image_mlp_width} needs z_i conditioning, but clip_dim is None")
         if self.low_res_channels < 0:
             raise ValueError(f"low_res_channels must be >= 0, got {self.low_res_channels}")
+        for name in ("self_condition", "learned_variance", "channels_last", "resblock_updown"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"UNetConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.conditioned and not self.attention_resolutions:
             raise ValueError("image-embedding or caption conditioning needs at least one attention resolution: the "
                              "context tokens are read by the attention layers (GLIDE §2.2, unCLIP §2.1)")
@@ -229,6 +232,9 @@ class UpsamplerConfig:
         if u.low_res_channels != u.in_channels:
             raise ValueError(f"unet.low_res_channels is {u.low_res_channels}; an upsampler concatenates a "
                              f"{u.in_channels}-channel low-res image")
+        if u.self_condition:
+            raise ValueError("unet.self_condition is for the decoder: the upsampler neither trains nor samples with "
+                             "an x0 estimate")
         if self.low_res_size < 1 or u.image_size % self.low_res_size or u.image_size == self.low_res_size:
             raise ValueError(f"low_res_size {self.low_res_size} must divide image_size {u.image_size} and be smaller")
         if not 0 < self.crop_size <= u.image_size or self.crop_size % self.factor or self.crop_size % u.divisor:

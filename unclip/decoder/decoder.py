@@ -108,11 +108,16 @@ class Decoder(nn.Module):
 
     def denoiser(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
                  text_mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
-                 guidance_scale: float = 1.0) -> ModelFn:
+                 guidance_scale: float = 1.0, carry_estimate: bool = True) -> ModelFn:
         """The guided model_fn(x_t, t) for this conditioning: uncond + s * (cond - uncond) (Ho & Salimans 2021),
         the unconditional branch having both z_i and the caption replaced by their null embeddings. Without
         caption both branches read the null caption (unCLIP §3's variations decode z_i alone). The caption
-        encoder, if any, runs once here, not at every step."""
+        encoder, if any, runs once here, not at every step.
+
+        A self-conditioned UNet (Analog Bits Alg. 2) reads, in each branch, that branch's x0 estimate from the call
+        before (zeros on the first), as training showed it its own; the state lives in this denoiser, so every
+        `sample` starts afresh. carry_estimate=False feeds zeros at every call instead (also seen in training): a
+        function of (x_t, t) alone, which DDIM inversion needs to be retraced by the sampler (manipulate.py)."""
         cfg = self.config.unet
         text_states, text_mask = self._caption(text_states, text_mask, tokens)
         cond = {k: v for k, v in dict(image_embedding=image_embedding, text_states=text_states,
@@ -122,29 +127,31 @@ class Decoder(nn.Module):
         batch, device = self._batch(cond)
         ones = torch.ones(batch, dtype=torch.bool, device=device)
         keeps = [k for k, field in (("keep_image", cfg.clip_dim), ("keep_text", cfg.text_width)) if field is not None]
-        guided = classifier_free_guidance(
-            self.net, scale=guidance_scale, cond=cond | dict.fromkeys(keeps, ones),
+        net = self._carrying_estimate() if cfg.self_condition and carry_estimate else self.net
+        return classifier_free_guidance(
+            net, scale=guidance_scale, cond=cond | dict.fromkeys(keeps, ones),
             uncond=cond | dict.fromkeys(keeps, ~ones),
             guided_channels=cfg.out_channels if cfg.learned_variance else None)
-        return guided if not cfg.self_condition else self._self_conditioned(guided)
 
     def _estimate(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The x0 a network output implies, clipped to [-1, 1] as the samplers' static threshold clips it."""
         return self.diffusion.predict(out, x_t, t, threshold="static").x0
 
-    def _self_conditioned(self, guided) -> ModelFn:
-        """Analog Bits Alg. 2: each call reads the x0 estimate of the call before (zeros on the first) and leaves
-        its own, the guided one, for the next. The state lives in this denoiser, so every `sample` starts afresh;
-        DDIM inversion, which walks t upwards, feeds each step the estimate of the step below it."""
+    def _carrying_estimate(self):
+        """self.net, fed at each call the x0 estimate its previous call left for the same rows (the guided batch
+        holds both branches, so each branch carries its own, unguided, as in training)."""
         state: dict[str, torch.Tensor | None] = {"x0": None}
 
-        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def net(x: torch.Tensor, t: torch.Tensor, **conditioning) -> torch.Tensor:
             previous = state["x0"]
-            out = guided(x, t, self_cond=previous if previous is not None and previous.shape == x.shape else None)
+            if previous is not None and previous.shape != x.shape:
+                raise ValueError(f"a self-conditioned denoiser was called with x of shape {tuple(x.shape)} after "
+                                 f"{tuple(previous.shape)}: build a new one for another batch")
+            out = self.net(x, t, **conditioning, self_cond=previous)
             state["x0"] = self._estimate(out, x, t)
             return out
 
-        return model_fn
+        return net
 
     @torch.no_grad()
     def sample(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
@@ -152,15 +159,16 @@ class Decoder(nn.Module):
                steps: int | str | Sequence[int] | None = 50,
                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 1.0, threshold: str | None = "static",
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
-               x_T: torch.Tensor | None = None) -> torch.Tensor:
+               x_T: torch.Tensor | None = None, carry_estimate: bool = True) -> torch.Tensor:
         """(B, C, S, S) images in [-1, 1] for B z_i (and captions), guided with `guidance_scale`.
 
         `sampler`: "ddim" (with `eta`; eta 0 is deterministic and invertible), "ddpm" or "dpm++", over `steps`
         network evaluations; `threshold`: "static" clips each x0 prediction to [-1, 1] (ADM), None leaves it.
         `x_T` (B, C, S, S) starts from given noise, e.g. from ddim_invert for variations (unCLIP §3).
+        `carry_estimate`: see `denoiser` (self-conditioned decoders only).
         """
         model_fn = self.denoiser(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
-                                 tokens=tokens, guidance_scale=guidance_scale)
+                                 tokens=tokens, guidance_scale=guidance_scale, carry_estimate=carry_estimate)
         batch, device = self._batch(dict(image_embedding=image_embedding, text_states=text_states, tokens=tokens))
         cfg = self.config.unet
         shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)

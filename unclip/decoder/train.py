@@ -16,7 +16,7 @@ et al. 2023).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -182,6 +182,15 @@ def _decoder_grid(clip: CLIP, steps: int, n: int):
     return sample
 
 
+def _read_model_config(stored: dict) -> dict:
+    """A run directory's stored decoder or upsampler config as today's code reads it: the stage's config rebuilt
+    from its JSON (fields added since, such as UNetConfig.self_condition, take their defaults), the run's other
+    entries (stage, clip, init_from ...) as they were."""
+    cls = UpsamplerConfig if stored.get("stage") == "upsampler" else DecoderConfig
+    names = {f.name for f in fields(cls)}
+    return stored | cls.from_dict({k: v for k, v in stored.items() if k in names}).to_dict()
+
+
 def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLike) -> None:
     """Copy a saved model's weights into `model`, refusing one of another kind or config. The one difference
     allowed: `model` may be a grown copy of the saved one (GROWABLE; see grow.py)."""
@@ -247,6 +256,7 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
     dataset = ShapesItems("train", size=cfg.image_size)
     trainer = Trainer(model=model, loss_fn=loss_fn, dataset=dataset, config=recipe.train, run_dir=run_dir,
                       model_config={"stage": stage, **cfg.to_dict(), **extra}, collate_fn=collate_image_caption,
+                      read_model_config=_read_model_config,
                       hooks=hooks, device=device, progress=progress, dist_ctx=ctx)
     trainer.fit(max_steps)
     out = run_dir / "model"

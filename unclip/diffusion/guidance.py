@@ -16,9 +16,8 @@ def classifier_free_guidance(
 ) -> ModelFn:
     """Wrap `model(x, t, **conditioning)` as a denoiser `fn(x, t)` returning uncond + scale * (cond - uncond).
 
-    Both branches run in one batch of 2B; keyword inputs given to `fn` go to both alike. With a learned variance,
-    pass `guided_channels` (the mean's channel count on dim 1): only those are guided, the variance channels are the
-    conditional ones.
+    Both branches run in one batch of 2B. With a learned variance, pass `guided_channels` (the mean's
+    channel count on dim 1): only those are guided, the variance channels are the conditional ones.
     scale = 1 is the plain conditional model (one branch only); scale = 0 the unconditional one.
     """
     if set(cond) != set(uncond):
@@ -26,15 +25,12 @@ def classifier_free_guidance(
     if scale < 0:
         raise ValueError(f"guidance scale must be >= 0, got {scale}")
 
-    def guided(x: torch.Tensor, t: torch.Tensor, **shared: torch.Tensor | None) -> torch.Tensor:
-        # shared: per-sample inputs both branches read alike (a self-conditioned UNet's x0 estimate), None passed on
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if scale == 1:
-            return model(x, t, **cond, **shared)
+            return model(x, t, **cond)
         if scale == 0:
-            return model(x, t, **uncond, **shared)
-        doubled = {k: None if v is None else torch.cat([v, v]) for k, v in shared.items()}
-        both = model(torch.cat([x, x]), torch.cat([t, t]), **{k: torch.cat([cond[k], uncond[k]]) for k in cond},
-                     **doubled)
+            return model(x, t, **uncond)
+        both = model(torch.cat([x, x]), torch.cat([t, t]), **{k: torch.cat([cond[k], uncond[k]]) for k in cond})
         c, u = both.chunk(2)  # (B, ...) each
         if guided_channels is None:
             return u + scale * (c - u)

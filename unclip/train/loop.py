@@ -124,9 +124,12 @@ class Trainer:
         run_dir: str | os.PathLike, model_config: dict, collate_fn: Callable | None = None,
         hooks: Sequence[Hook] = (), device: str | torch.device = "cpu",
         dist_ctx: distributed.DistContext | None = None, progress: bool = True, prefetch: int = 1,
+        read_model_config: Callable[[dict], dict] | None = None,
     ):
         """`prefetch`: with `num_workers` 0, how many batches a background thread prepares ahead (0: none). It
-        changes what a run computes in no way (items are pure functions of their index), only how long it takes."""
+        changes what a run computes in no way (items are pure functions of their index), only how long it takes.
+        `read_model_config`: how a run directory's stored `model_config` reads with today's code (fields added since
+        the run began filled in with their defaults), so that resuming compares like with like."""
         self._locked = False  # whether this trainer holds its run directory's lock (lock.py); __del__ reads it
         self.config, self.device = config, torch.device(device)
         if config.precision == "bf16" and self.device.type != "cuda":
@@ -140,7 +143,7 @@ class Trainer:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0 batches, got {prefetch}")
         self.prefetch = prefetch
-        self.model_config = model_config
+        self.model_config, self.read_model_config = model_config, read_model_config
         decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.module.parameters() if p.requires_grad and p.ndim < 2]
         self.optimizer = torch.optim.AdamW(
@@ -178,6 +181,8 @@ class Trainer:
             stored = json.loads(path.read_text())
             if "train" in stored:  # fields added since the run began read as their defaults
                 stored["train"] = TrainConfig.from_dict(stored["train"]).to_dict()
+            if "model" in stored and self.read_model_config is not None:
+                stored["model"] = self.read_model_config(stored["model"])
             for part in ("model", "train"):
                 if stored.get(part) != record[part]:
                     diff = sorted(k for k in set(stored.get(part, {})) | set(record[part])
