@@ -13,8 +13,10 @@ benchmarks/results/decoder_samplers.json.
 Given several decoders (`--decoder A B ...`), every setting runs on each, and the gains pair every row with the first
 decoder's first setting: two networks compared on the same scenes and seeds.
 
-A setting is SAMPLER:STEPS[:key=value ...] with keys eta, threshold (static|none) and guidance, e.g.
-`ddim:25:eta=1`, `dpm++:7:guidance=2`; defaults eta 0, static clipping, guidance --guidance.
+A setting is SAMPLER:STEPS[:key=value ...] with keys eta, threshold (static|none), guidance and, for a
+self-conditioned decoder, estimate (carry: each step reads the step before's x0 estimate, the default; zeros: never,
+as the manipulations sample), e.g. `ddim:25:eta=1`, `dpm++:7:guidance=2`, `ddim:25:estimate=zeros`; defaults eta 0,
+static clipping, guidance --guidance.
 """
 
 from __future__ import annotations
@@ -53,8 +55,11 @@ def parse_setting(text: str, *, guidance: float) -> dict:
             out["guidance_scale"] = float(value)
         elif key == "threshold" and value in ("static", "none"):
             out["threshold"] = None if value == "none" else value
+        elif key == "estimate" and value in ("carry", "zeros"):
+            out["carry_estimate"] = value == "carry"
         else:
-            raise ValueError(f"setting {text!r}: unknown option {item!r} (eta=F, guidance=F, threshold=static|none)")
+            raise ValueError(f"setting {text!r}: unknown option {item!r} (eta=F, guidance=F, threshold=static|none, "
+                             "estimate=carry|zeros)")
     if out["eta"] and out["sampler"] != "ddim":
         raise ValueError(f"setting {text!r}: eta applies to ddim only")
     return out

@@ -10,6 +10,7 @@ from unclip import train_all as ta
 from unclip.clip import train as clip_train
 from unclip.decoder import DecoderConfig, UNetConfig, load_decoder
 from unclip.decoder import train as decoder_train
+from unclip.decoder.grow import GROWABLE
 from unclip.pipeline import PipelineConfig, UnCLIP
 from unclip.prior import ARPriorConfig, DiffusionPriorConfig
 from unclip.prior import train as prior_train
@@ -77,8 +78,10 @@ def test_shipped_model_matches_its_preset():
     record = json.loads((shipped / "pipeline.json").read_text())
     assert PipelineConfig.from_dict(record["config"]) == preset.sampling
     decoder = json.loads((shipped / "decoder" / "decoder_config.json").read_text())
-    assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder].model
-    # the shipped decoder is the last cycle's; each cycle starts from the one before and keeps its architecture
+    # the shipped decoder is the last cycle's; each cycle starts from the one before, with its architecture or one
+    # grown from it (grow.py: only GROWABLE fields differ)
     assert preset.decoder_finetunes
-    assert all(decoder_train.RECIPES[name].model == decoder_train.RECIPES[preset.decoder].model
-               for name in preset.decoder_finetunes)
+    assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder_finetunes[-1]].model
+    chain = [decoder_train.RECIPES[name].model for name in (preset.decoder, *preset.decoder_finetunes)]
+    for before, after in zip(chain, chain[1:]):
+        assert after == before.with_(unet=before.unet.with_(**{k: getattr(after.unet, k) for k in GROWABLE}))

@@ -168,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         "learning rate and at half the batch, candidates that measured no better, and tiny-16-rb1-ft, "
         "tiny-16-rb1-ft2, tiny-16-rb1-ft3 and tiny-16-rb1-ft4: a second to fifth learning-rate cycle for a trained "
         "tiny-16-rb1, each started from the previous one with --init-from; shapes-tiny's decoder went through "
-        "the first four, the fifth measured no better; tiny-16-rb1-mlp-ft4 and tiny-16-rb1-wide-ft4: that fifth "
+        "the first four, this fifth measured no better; tiny-16-rb1-mlp-ft4 and tiny-16-rb1-wide-ft4: that fifth "
         "cycle grown, with a z_i MLP, and also with wider levels, from a trained tiny-16-rb1 given by --init-from; "
-        "tiny-16-rb1-sc-ft4: that fifth cycle grown to self-condition on its own x0 estimate) and "
+        "tiny-16-rb1-sc-ft4: that fifth cycle grown to self-condition on its own x0 estimate, shapes-tiny's "
+        "fifth cycle, and tiny-16-rb1-sc-ft5: a sixth for it) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
                        "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "
                        "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from), tiny-16-rb1-sc-ft4 (the fifth, "
-                       "self-conditioned: with --init-from); upsampler: "
+                       "self-conditioned: with --init-from; shapes-tiny's) and tiny-16-rb1-sc-ft5 (a sixth for it); "
+                       "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
