@@ -135,7 +135,8 @@ RECIPES: dict[str, DecoderRecipe] = {
     # better: from true z_i 0.502 vs 0.456 at the pipeline's sampling, through the pipeline 0.486 vs 0.462 for the
     # fourth cycle's decoder (README, decoder section); shapes-tiny's decoder since the night of 2026-11-25.
     "tiny-16-rb1-sc-ft4": _restart(seed=4, steps=6000, model=_TINY_16_RB1_SC),
-    # A sixth cycle for that self-conditioned decoder, on scenes from seed 5.
+    # A sixth cycle for that self-conditioned decoder, on scenes from seed 5: 0.480 vs 0.502 from true z_i at the
+    # pipeline's sampling (-0.022 +- 0.014), so not shipped (README, decoder section).
     "tiny-16-rb1-sc-ft5": _restart(seed=5, steps=6000, model=_TINY_16_RB1_SC),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
