@@ -131,8 +131,9 @@ def _check_growable(old: UNet, new: UNet) -> None:
 
 @torch.no_grad()
 def grow_unet(new: UNet, old: UNet) -> UNet:
-    """Copy `old`'s weights into `new`, a UNet of the same config but for wider levels (channel_mult), so that
-    `new` computes what `old` does. `new` keeps its own initial weights for the new channels. Returns `new`."""
+    """Copy `old`'s weights into `new`, a UNet of the same config but for the GROWABLE fields (wider levels, an added
+    z_i MLP, an added self-conditioning input), so that `new` computes what `old` does. `new` keeps its own initial
+    weights for what is new. Returns `new`."""
     _check_growable(old, new)
     mc, cfg_old, cfg_new = old.config.model_channels, old.config, new.config
     levels = [((mc * o, mc * (n - o)),) for o, n in zip(cfg_old.channel_mult, cfg_new.channel_mult)]
@@ -142,8 +143,8 @@ def grow_unet(new: UNet, old: UNet) -> UNet:
         raise ValueError(f"cannot grow the conditioning: missing {missing}, unexpected {unexpected}")
     ch = _fixed(mc)  # the input convolution's width is model_channels, whatever the first level's multiplier
     # the input's channels: x (and low_res) first, then a self-conditioned UNet's x0 estimate, read by zero weights
-    extra = new.config.input_channels - old.config.input_channels
-    _linear(new.input_conv, old.input_conv, ch, ((old.config.input_channels, extra),))
+    _linear(new.input_conv, old.input_conv, ch,
+            ((cfg_old.input_channels, cfg_new.input_channels - cfg_old.input_channels),))
     skips = [ch]
     for level, (blocks_new, blocks_old) in enumerate(zip(new.encoder, old.encoder)):
         for bn, bo in zip(blocks_new, blocks_old):
