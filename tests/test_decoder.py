@@ -14,6 +14,8 @@ from unclip.diffusion import DiffusionConfig
 from unclip.samplers import ddim_sample
 from unclip.world import ShapesDataset
 
+from perturb import perturb
+
 # A UNet small enough for many forward passes: 16 px, two levels, attention at 8 px, z_i of 8, token states of 12.
 SMALL = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
                    head_channels=16, clip_dim=8, text_width=12)
@@ -22,12 +24,7 @@ SMALL_UP = UNetConfig(image_size=64, model_channels=16, channel_mult=(1, 2), num
 
 
 def _randomise(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    """Perturb every parameter (zero-initialised output layers included) so the outputs depend on everything."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
+    return perturb(module, scale=scale, generator=torch.Generator().manual_seed(seed))
 
 
 def _unet(cfg: UNetConfig = SMALL, seed: int = 0) -> UNet:

@@ -7,6 +7,8 @@ from unclip.decoder import UNetConfig
 from unclip.decoder.grow import grow_unet
 from unclip.decoder.unet import UNet
 
+from perturb import perturb
+
 SMALL = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=16,
                    attention_resolutions=(16, 8), clip_dim=8, text_width=12)
 
@@ -14,11 +16,7 @@ SMALL = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_re
 def _trained_looking(cfg: UNetConfig, seed: int = 0) -> UNet:
     """A seeded UNet whose zero-initialised output layers are made non-zero, as training makes them."""
     torch.manual_seed(seed)
-    net = UNet(cfg)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return net.eval()
+    return perturb(UNet(cfg)).eval()
 
 
 def _inputs(seed: int = 1):

@@ -12,6 +12,8 @@ from unclip.decoder.grow import grow_unet
 from unclip.decoder.unet import UNet
 from unclip.diffusion import DiffusionConfig
 
+from perturb import perturb
+
 SMALL = UNetConfig(image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=16,
                    attention_resolutions=(8,), clip_dim=8, text_width=12)
 V_ZERO_SNR = DiffusionConfig(schedule="cosine", steps=100, prediction="v", zero_terminal_snr=True)
@@ -20,10 +22,7 @@ V_ZERO_SNR = DiffusionConfig(schedule="cosine", steps=100, prediction="v", zero_
 def _trained_looking(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Seeded weights with the zero-initialised layers made non-zero, as training makes them."""
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return module.eval()
+    return perturb(module).eval()
 
 
 def _cond(b: int = 3, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -127,8 +126,37 @@ def test_sampling_carries_each_branchs_own_estimate_to_the_next_step_and_starts_
     a = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     b = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
-    with pytest.raises(ValueError, match=r"shape \(8, 3, 16, 16\) after \(6, 3, 16, 16\)"):
-        model_fn(torch.randn(4, 3, 16, 16), torch.full((4,), 30))
+    for bad in (torch.randn(4, 3, 16, 16), torch.randn(3, 3, 8, 8)):  # neither B nor 2B rows; another image size
+        with pytest.raises(ValueError, match=rf"for 3 images was called with x of shape \({2 * len(bad)}, 3, {bad.shape[-1]},"):
+            model_fn(bad, torch.full((len(bad),), 30))
+
+
+def test_under_a_guidance_interval_each_branch_still_carries_its_own_estimate():
+    """Outside the interval only the conditional rows run; they carry theirs, and the unconditional rows read the
+    estimate of their last guided call (zeros before any)."""
+    decoder = _decoder()
+    fed, outs = [], []
+    decoder.net.register_forward_pre_hook(lambda m, a, kw: fed.append(kw.get("self_cond")), with_kwargs=True)
+    decoder.net.register_forward_hook(lambda m, a, out: outs.append(out))
+    assert decoder.guided_timesteps((0.4, 0.7)) == (40, 69)  # fractions of t / (T - 1), T = 100
+    model_fn = decoder.denoiser(**_cond(), guidance_scale=3.0, guidance_interval=(0.4, 0.7))
+    g = torch.Generator().manual_seed(5)
+    xs = [torch.randn(3, 3, 16, 16, generator=g) for _ in range(4)]
+    ts = [torch.full((3,), t) for t in (99, 60, 30, 45)]  # outside, inside, outside, inside
+    with torch.no_grad():
+        for x, t in zip(xs, ts):
+            model_fn(x, t)
+
+    def x0(out, x, t):
+        return decoder.diffusion.predict(out, x, t, threshold="static").x0
+
+    assert [len(o) for o in outs] == [3, 6, 3, 6] and fed[0] is None
+    first = x0(outs[0], xs[0], ts[0])
+    torch.testing.assert_close(fed[1], torch.cat([first, torch.zeros_like(first)]))
+    second = x0(outs[1], torch.cat([xs[1], xs[1]]), torch.cat([ts[1], ts[1]]))
+    torch.testing.assert_close(fed[2], second[:3])
+    third = x0(outs[2], xs[2], ts[2])
+    torch.testing.assert_close(fed[3], torch.cat([third, second[3:]]))
 
 
 def test_without_carrying_the_denoiser_is_a_function_of_x_and_t_and_inversion_round_trips():

@@ -11,6 +11,8 @@ from unclip.decoder import UNetConfig, load_decoder
 from unclip.decoder import train as decoder_train
 from unclip.tokenizer import Tokenizer
 
+from perturb import perturb
+
 UNET = dict(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=16)
 
 
@@ -117,9 +119,7 @@ def test_init_from_grows_a_z_i_mlp_onto_a_saved_decoder_without_changing_its_out
     torch.manual_seed(0)
     unet = UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=8, text_width=12, **UNET)
     small = decoder_train.Decoder(decoder_train.RECIPES["tiny"].model.with_(unet=unet))
-    with torch.no_grad():  # trained-looking weights: the zero-initialised output layers made non-zero
-        for p in small.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(small)  # trained-looking weights: the zero-initialised output layers made non-zero
     decoder_train.save_decoder(tmp_path / "small", small)
     grown = decoder_train.Decoder(small.config.with_(unet=unet.with_(image_mlp_width=32)))
     decoder_train._load_initial_weights(grown, tmp_path / "small")

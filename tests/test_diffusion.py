@@ -224,6 +224,27 @@ def test_classifier_free_guidance_combines_branches_in_one_batch():
         classifier_free_guidance(model, scale=2.0, cond=cond, uncond={})
 
 
+def test_guidance_interval_guides_only_the_steps_inside_and_runs_one_branch_outside():
+    calls = []
+
+    def model(x, t, *, cond):
+        calls.append(len(x))
+        return x * 0 + cond[:, None]
+
+    x = torch.zeros(3, 4)
+    cond, uncond = {"cond": torch.full((3,), 2.0)}, {"cond": torch.full((3,), 0.5)}
+    fn = classifier_free_guidance(model, scale=3.0, cond=cond, uncond=uncond, interval=(200, 600))
+    for t, expected, batch in ((100, 2.0, 3), (200, 5.0, 6), (600, 5.0, 6), (601, 2.0, 3), (999, 2.0, 3)):
+        calls.clear()
+        out = fn(x, torch.full((3,), t))
+        assert calls == [batch] and torch.allclose(out, torch.full((3, 4), expected)), t
+    out = fn(x, torch.tensor([100, 300, 700]))  # rows at different steps: each guided by its own t
+    assert torch.allclose(out[:, 0], torch.tensor([2.0, 5.0, 2.0]))
+    for bad in ((600, 200), (-1, 5), (3,)):
+        with pytest.raises(ValueError, match="interval"):
+            classifier_free_guidance(model, scale=3.0, cond=cond, uncond=uncond, interval=bad)
+
+
 def test_condition_dropout_rate_and_replacement():
     g = torch.Generator().manual_seed(0)
     mask = dropout_mask(100_000, 0.1, generator=g)

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,16 +19,11 @@ from unclip.prior import ARPrior, ARPriorConfig, DiffusionPrior, DiffusionPriorC
 from unclip.tokenizer import Tokenizer
 from unclip.world import read_manifest, render, sample_scene
 
+from perturb import perturb
+
 FAST = PipelineConfig(prior=StageSampling(steps=3), decoder=StageSampling(steps=4, guidance_scale=2.0),
                       upsampler=StageSampling(steps=2))
 V = DiffusionConfig(prediction="v", zero_terminal_snr=True)
-
-
-def _jitter(module, scale=0.05):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +37,10 @@ def pipe():
     z = F.normalize(torch.randn(200, 64), dim=-1)
     ar = ARPrior.from_embeddings(ARPriorConfig(**small, buckets=32, similarity_buckets=4, max_components=4),
                                  image_embedding=z, text_embedding=z.roll(1, 0))
-    decoder = _jitter(Decoder(DecoderConfig(unet=UNetConfig(
+    decoder = perturb(Decoder(DecoderConfig(unet=UNetConfig(
         image_size=16, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
         head_channels=16), diffusion=V)))
-    up = _jitter(Upsampler(UpsamplerConfig(unet=UNetConfig(
+    up = perturb(Upsampler(UpsamplerConfig(unet=UNetConfig(
         image_size=32, model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
         clip_dim=None, text_width=None, low_res_channels=3), diffusion=V, low_res_size=16, crop_size=16)))
     return UnCLIP(clip=clip, decoder=decoder, prior=prior, ar_prior=ar, upsamplers=[up], config=FAST)
@@ -282,7 +278,7 @@ def test_a_text_only_decoder_takes_no_prior(pipe, tmp_path):
     from unclip.clip import save_clip
     from unclip.decoder import save_decoder
 
-    glide = _jitter(Decoder(pipe.decoder.config.with_(unet=pipe.decoder.config.unet.with_(clip_dim=None))))
+    glide = perturb(Decoder(pipe.decoder.config.with_(unet=pipe.decoder.config.unet.with_(clip_dim=None))))
     text_only = UnCLIP(clip=pipe.clip, decoder=glide, config=FAST.with_(prior_kind="none"))
     a = text_only(["a red circle", "two blue squares"], seed=1, upsample=False)
     assert [im.size for im in a] == [(16, 16)] * 2
@@ -318,10 +314,43 @@ def test_sampling_flags_override_the_saved_config(pipe, tmp_path):
         FAST.with_(best_of=0)
     with pytest.raises(ValueError, match="candidates must be a positive integer, got 2.0"):
         FAST.with_(candidates=2.0)
+    args = parser.parse_args(["generate", "a red circle", "--out", "x", "--model", str(tmp_path / "model"),
+                              "--guidance-interval", "0.2", "0.8"])
+    cfg = cli._pipeline(args).config
+    assert cfg.decoder.guidance_interval == (0.2, 0.8)
+    assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # JSON's list reads back as a tuple
+    for bad in ((0.8, 0.2), (-0.1, 0.5), (0.1, 1.5), (0.5,)):
+        with pytest.raises(ValueError, match="guidance_interval must be"):
+            StageSampling(guidance_interval=bad)
+    with pytest.raises(ValueError, match="decoder only, got prior.guidance_interval"):
+        FAST.with_(prior=StageSampling(sampler="dpm++", steps=2, guidance_interval=(0.0, 1.0)))
+
+
+def test_a_guidance_interval_spanning_every_step_or_none_equals_full_or_no_guidance(pipe):
+    """Known answers: an interval holding all the decoder's steps is plain guidance, one holding none of them is the
+    conditional model alone (guidance 1); one in between differs from both."""
+    from dataclasses import replace
+    base = pipe.config
+    cfg = base.with_(candidates=1, decoder=replace(base.decoder, steps=4))  # trailing over T = 1000: 999 .. 249
+
+    def images(**decoder):
+        pipe.config = cfg.with_(decoder=replace(cfg.decoder, **decoder))
+        return np.stack([np.asarray(im) for im in pipe(["a red circle", "two blue squares"], seed=3, upsample=False)])
+
+    try:
+        guided, unguided = images(), images(guidance_scale=1.0)
+        assert np.array_equal(images(guidance_interval=(0.0, 1.0)), guided)
+        assert np.array_equal(images(guidance_interval=(0.0, 0.2)), unguided)  # t = 0 .. 199: no step inside
+        partly = images(guidance_interval=(0.5, 1.0))
+        assert not np.array_equal(partly, guided) and not np.array_equal(partly, unguided)
+    finally:
+        pipe.config = base
 
 
 def test_candidates_keep_the_image_clip_rates_closest_to_the_caption(pipe):
     """Best of K: each image is the one of the K that num_images=K draws whose CLIP embedding is nearest z_t."""
+    from dataclasses import replace
+
     from unclip.data.images import to_tensor
     from unclip.eval.harness import nfe_per_image
     from unclip.rerank import clip_scores
@@ -333,6 +362,9 @@ def test_candidates_keep_the_image_clip_rates_closest_to_the_caption(pipe):
         kept = pipe(captions, seed=5, upsample=False)
         assert nfe_per_image(pipe, "diffusion") == k * (3 + 2 * 4) + 2  # the upsampler runs once, on the kept image
         assert nfe_per_image(pipe, "diffusion", upsample=False) == k * (3 + 2 * 4)
+        # the pipeline's decoder steps (trailing over T = 1000: t = 999, 749, 499, 249) guided only inside the interval
+        pipe.config = pipe.config.with_(decoder=replace(pipe.config.decoder, guidance_interval=(0.4, 0.9)))
+        assert nfe_per_image(pipe, "diffusion", upsample=False) == k * (3 + 4 + 2)
     finally:
         pipe.config = base
     z_t = pipe.text_conditioning([c for c in captions for _ in range(k)])[0]

@@ -38,8 +38,15 @@ class StageSampling:
     sampler: str = "ddim"
     steps: int = 50
     guidance_scale: float = 1.0
+    guidance_interval: tuple[float, float] | None = None  # decoder only: guided steps' t / (T - 1); None: all
 
     def __post_init__(self):
+        if self.guidance_interval is not None:
+            interval = tuple(self.guidance_interval)
+            if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
+                raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1, "
+                                 f"got {self.guidance_interval!r}")
+            object.__setattr__(self, "guidance_interval", tuple(float(v) for v in interval))  # JSON gives a list
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}")
         if self.steps < 1:
@@ -89,6 +96,10 @@ class PipelineConfig:
         if self.manipulation_steps is not None and (isinstance(self.manipulation_steps, bool) or not isinstance(
                 self.manipulation_steps, int) or self.manipulation_steps < 1):
             raise ValueError(f"manipulation_steps must be None or a positive integer, got {self.manipulation_steps!r}")
+        for name in ("prior", "upsampler"):
+            if getattr(self, name).guidance_interval is not None:
+                raise ValueError(f"guidance_interval applies to the decoder only, got {name}.guidance_interval = "
+                                 f"{getattr(self, name).guidance_interval!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -264,7 +275,8 @@ class UnCLIP:
                                    steps=steps or cfg.steps, sampler=sampler or ("ddim" if eta else cfg.sampler),
                                    eta=eta,
                                    guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
-                                   generator=generator, x_T=x_T, carry_estimate=carry_estimate)
+                                   generator=generator, x_T=x_T, carry_estimate=carry_estimate,
+                                   guidance_interval=cfg.guidance_interval)
 
     @torch.no_grad()
     def upsample(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:

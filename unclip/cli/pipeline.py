@@ -44,6 +44,8 @@ def _pipeline(args):
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), sampler=args.decoder_sampler)
     if args.guidance is not None:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_scale=args.guidance)
+    if getattr(args, "guidance_interval", None) is not None:
+        changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_interval=tuple(args.guidance_interval))
     pipe.config = cfg.with_(**changes)
     return pipe
 

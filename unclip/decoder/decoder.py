@@ -8,6 +8,7 @@ DDIM inversion (samplers.ddim_invert, unCLIP §3) runs on exactly the function t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -108,11 +109,15 @@ class Decoder(nn.Module):
 
     def denoiser(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
                  text_mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
-                 guidance_scale: float = 1.0, carry_estimate: bool = True) -> ModelFn:
+                 guidance_scale: float = 1.0, carry_estimate: bool = True,
+                 guidance_interval: tuple[float, float] | None = None) -> ModelFn:
         """The guided model_fn(x_t, t) for this conditioning: uncond + s * (cond - uncond) (Ho & Salimans 2021),
         the unconditional branch having both z_i and the caption replaced by their null embeddings. Without
         caption both branches read the null caption (unCLIP §3's variations decode z_i alone). The caption
         encoder, if any, runs once here, not at every step.
+
+        `guidance_interval` (lo, hi) in [0, 1]: guide only the steps whose t / (T - 1) lies in it, the others
+        reading the conditional branch alone at half the cost (Kynkäänniemi et al. 2024); None guides every step.
 
         A self-conditioned UNet (Analog Bits Alg. 2) reads, in each branch, that branch's x0 estimate from the call
         before (zeros on the first), as training showed it its own; the state lives in this denoiser, so every
@@ -127,28 +132,46 @@ class Decoder(nn.Module):
         batch, device = self._batch(cond)
         ones = torch.ones(batch, dtype=torch.bool, device=device)
         keeps = [k for k, field in (("keep_image", cfg.clip_dim), ("keep_text", cfg.text_width)) if field is not None]
-        net = self._carrying_estimate() if cfg.self_condition and carry_estimate else self.net
+        net = self._carrying_estimate(batch) if cfg.self_condition and carry_estimate else self.net
         return classifier_free_guidance(
             net, scale=guidance_scale, cond=cond | dict.fromkeys(keeps, ones),
             uncond=cond | dict.fromkeys(keeps, ~ones),
-            guided_channels=cfg.out_channels if cfg.learned_variance else None)
+            guided_channels=cfg.out_channels if cfg.learned_variance else None,
+            interval=self.guided_timesteps(guidance_interval))
+
+    def guided_timesteps(self, interval: tuple[float, float] | None) -> tuple[int, int] | None:
+        """A guidance interval (lo, hi), fractions of the schedule t / (T - 1), as the training timesteps it spans."""
+        if interval is None:
+            return None
+        lo, hi = interval
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"guidance interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {tuple(interval)!r}")
+        last = self.diffusion.num_steps - 1
+        return math.ceil(lo * last - 1e-9), math.floor(hi * last + 1e-9)
 
     def _estimate(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The x0 a network output implies, clipped to [-1, 1] as the samplers' static threshold clips it."""
         return self.diffusion.predict(out, x_t, t, threshold="static").x0
 
-    def _carrying_estimate(self):
+    def _carrying_estimate(self, batch: int):
         """self.net, fed at each call the x0 estimate its previous call left for the same rows (the guided batch
-        holds both branches, so each branch carries its own, unguided, as in training)."""
-        state: dict[str, torch.Tensor | None] = {"x0": None}
+        holds both branches, conditional rows first, so each branch carries its own, unguided, as in training).
+
+        Under a guidance interval the calls switch between 2B rows (both branches) and B (the conditional branch
+        alone): the conditional rows keep carrying theirs, and the unconditional ones keep the estimate of their
+        last guided call, or zeros (no estimate, as the first step and half of training see) before it."""
+        state: dict[str, torch.Tensor | None] = {"x0": None}  # (2B, C, S, S): conditional rows, then unconditional
 
         def net(x: torch.Tensor, t: torch.Tensor, **conditioning) -> torch.Tensor:
-            previous = state["x0"]
-            if previous is not None and previous.shape != x.shape:
-                raise ValueError(f"a self-conditioned denoiser was called with x of shape {tuple(x.shape)} after "
-                                 f"{tuple(previous.shape)}: build a new one for another batch")
-            out = self.net(x, t, **conditioning, self_cond=previous)
-            state["x0"] = self._estimate(out, x, t)
+            previous, rows = state["x0"], x.shape[0]
+            if rows not in (batch, 2 * batch) or (previous is not None and previous.shape[1:] != x.shape[1:]):
+                raise ValueError(f"a self-conditioned denoiser for {batch} images was called with x of shape "
+                                 f"{tuple(x.shape)}: build a new one for another batch")
+            out = self.net(x, t, **conditioning, self_cond=None if previous is None else previous[:rows])
+            estimate = self._estimate(out, x, t)
+            if previous is None:
+                previous = torch.zeros((2 * batch, *x.shape[1:]), dtype=estimate.dtype, device=estimate.device)
+            state["x0"] = torch.cat([estimate, previous[rows:]])
             return out
 
         return net
@@ -159,16 +182,18 @@ class Decoder(nn.Module):
                steps: int | str | Sequence[int] | None = 50,
                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 1.0, threshold: str | None = "static",
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
-               x_T: torch.Tensor | None = None, carry_estimate: bool = True) -> torch.Tensor:
+               x_T: torch.Tensor | None = None, carry_estimate: bool = True,
+               guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
         """(B, C, S, S) images in [-1, 1] for B z_i (and captions), guided with `guidance_scale`.
 
         `sampler`: "ddim" (with `eta`; eta 0 is deterministic and invertible), "ddpm" or "dpm++", over `steps`
         network evaluations; `threshold`: "static" clips each x0 prediction to [-1, 1] (ADM), None leaves it.
         `x_T` (B, C, S, S) starts from given noise, e.g. from ddim_invert for variations (unCLIP §3).
-        `carry_estimate`: see `denoiser` (self-conditioned decoders only).
+        `carry_estimate`: see `denoiser` (self-conditioned decoders only); `guidance_interval` too.
         """
         model_fn = self.denoiser(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
-                                 tokens=tokens, guidance_scale=guidance_scale, carry_estimate=carry_estimate)
+                                 tokens=tokens, guidance_scale=guidance_scale, carry_estimate=carry_estimate,
+                                 guidance_interval=guidance_interval)
         batch, device = self._batch(dict(image_embedding=image_embedding, text_states=text_states, tokens=tokens))
         cfg = self.config.unet
         shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)

@@ -13,30 +13,41 @@ from .gaussian import ModelFn
 def classifier_free_guidance(
     model: Callable[..., torch.Tensor], *, scale: float, cond: dict[str, torch.Tensor],
     uncond: dict[str, torch.Tensor], guided_channels: int | None = None,
+    interval: tuple[int, int] | None = None,
 ) -> ModelFn:
     """Wrap `model(x, t, **conditioning)` as a denoiser `fn(x, t)` returning uncond + scale * (cond - uncond).
 
-    Both branches run in one batch of 2B. With a learned variance, pass `guided_channels` (the mean's
-    channel count on dim 1): only those are guided, the variance channels are the conditional ones.
-    scale = 1 is the plain conditional model (one branch only); scale = 0 the unconditional one.
+    Both branches run in one batch of 2B, the conditional rows first. With a learned variance, pass
+    `guided_channels` (the mean's channel count on dim 1): only those are guided, the variance channels are the
+    conditional ones. scale = 1 is the plain conditional model (one branch only); scale = 0 the unconditional one.
+
+    `interval` (lo, hi), in training timesteps: guide only rows with lo <= t <= hi and give the others the
+    conditional output (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval", §3: guidance off at
+    the noisiest and the cleanest steps). A call whose rows all fall outside runs the conditional branch alone,
+    one evaluation of B rows instead of 2B.
     """
     if set(cond) != set(uncond):
         raise ValueError(f"cond and uncond name different inputs: {sorted(cond)} vs {sorted(uncond)}")
     if scale < 0:
         raise ValueError(f"guidance scale must be >= 0, got {scale}")
+    if interval is not None and not (len(interval) == 2 and 0 <= interval[0] <= interval[1]):
+        raise ValueError(f"guidance interval must be (lo, hi) timesteps with 0 <= lo <= hi, got {interval!r}")
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if scale == 1:
             return model(x, t, **cond)
-        if scale == 0:
+        inside = None if interval is None else (t >= interval[0]) & (t <= interval[1])  # (B,)
+        if inside is not None and not bool(inside.any()):
+            return model(x, t, **cond)
+        if scale == 0 and inside is None:
             return model(x, t, **uncond)
         both = model(torch.cat([x, x]), torch.cat([t, t]), **{k: torch.cat([cond[k], uncond[k]]) for k in cond})
         c, u = both.chunk(2)  # (B, ...) each
-        if guided_channels is None:
-            return u + scale * (c - u)
-        g = guided_channels
-        mean = u[:, :g] + scale * (c[:, :g] - u[:, :g])
-        return torch.cat([mean, c[:, g:]], dim=1)
+        g = c.shape[1] if guided_channels is None else guided_channels
+        out = torch.cat([u[:, :g] + scale * (c[:, :g] - u[:, :g]), c[:, g:]], dim=1)
+        if inside is None:
+            return out
+        return torch.where(inside.view(-1, *[1] * (c.ndim - 1)), out, c)
 
     return guided
 

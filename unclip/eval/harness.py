@@ -30,6 +30,7 @@ from ..data.images import to_pil, to_tensor
 from ..data.sources import make_dataset
 from ..outputs import generate
 from ..pipeline import UnCLIP
+from ..samplers.common import timesteps_for
 from ..world import ShapesDataset, read_manifest, render, sample_scene, score_entries, summarise
 from ..world.captions import SKILLS
 from .features import frechet_distance, kernel_inception_distance, mean_pairwise_distance, precision_recall
@@ -54,13 +55,17 @@ def _load(directory: Path) -> tuple[list[Image.Image], list[str]]:
 
 
 def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
-    """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 when guided), both x the
+    """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 for its guided steps), both x the
     re-ranking candidates, then the upsamplers once (upsample=False: the images stop at the decoder)."""
     cfg = pipe.config
     prior = {"diffusion": cfg.prior.steps * cfg.best_of * (1 if cfg.prior.guidance_scale == 1 else 2),
              "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
                                                                                 else 2)}.get(kind, 0)
-    decoder = cfg.decoder.steps * (1 if cfg.decoder.guidance_scale == 1 else 2)
+    decoder = cfg.decoder.steps
+    if cfg.decoder.guidance_scale != 1:  # a guided step runs both branches: twice, where the interval guides it
+        interval = pipe.decoder.guided_timesteps(cfg.decoder.guidance_interval)
+        decoder += sum(interval is None or interval[0] <= t <= interval[1]
+                       for t in timesteps_for(pipe.decoder.diffusion, cfg.decoder.steps))
     return (prior + decoder) * cfg.candidates + (cfg.upsampler.steps * len(pipe.upsamplers) if upsample else 0)
 
 
