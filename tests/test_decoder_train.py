@@ -145,3 +145,21 @@ def test_image_mlp_width_is_checked():
         UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=None, image_mlp_width=16, **UNET)
     with pytest.raises(ValueError, match="image_mlp_width must be None or a positive integer, got 0"):
         UNetConfig(image_size=16, attention_resolutions=(8,), image_mlp_width=0, **UNET)
+
+
+def test_init_from_accepts_other_training_only_diffusion_settings_and_refuses_another_schedule(tmp_path):
+    """Timestep sampling and loss weights (TRAINING_ONLY) shape training, not the network: a run may start from a
+    model trained with others (tiny-16-rb1-sc-focus7-ft5); a schedule or a prediction target it may not."""
+    torch.manual_seed(0)
+    unet = UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=8, text_width=12, **UNET)
+    saved = perturb(decoder_train.Decoder(decoder_train.RECIPES["tiny"].model.with_(unet=unet)))
+    decoder_train.save_decoder(tmp_path / "saved", saved)
+    diffusion = saved.config.diffusion
+    focused = decoder_train.Decoder(saved.config.with_(diffusion=dataclasses.replace(
+        diffusion, timestep_focus_steps=7, min_snr_gamma=None, timestep_sampling="logit-normal")))
+    decoder_train._load_initial_weights(focused, tmp_path / "saved")
+    assert all(torch.equal(focused.state_dict()[k], v) for k, v in saved.state_dict().items())
+    for change in ({"schedule": "linear", "zero_terminal_snr": False}, {"prediction": "x0"}):
+        other = decoder_train.Decoder(saved.config.with_(diffusion=dataclasses.replace(diffusion, **change)))
+        with pytest.raises(ValueError, match=r"config differs from the preset's Decoder \(in \['diffusion'\]\)"):
+            decoder_train._load_initial_weights(other, tmp_path / "saved")

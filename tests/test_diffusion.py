@@ -137,6 +137,31 @@ def test_logit_normal_timesteps_follow_their_distribution(mean, std):
         DiffusionConfig(timestep_sampling="logit-normal", timestep_logit_std=0)
 
 
+def test_focused_timesteps_put_their_share_on_the_trailing_sampler_steps_and_leave_unfocused_streams_alone():
+    """Known answer: with focus N and fraction f, each of the N steps a trailing N-step sampler visits has probability
+    f / N + (1 - f) / T and every other step (1 - f) / T; without a focus the draws are exactly the old ones."""
+    n, f = 7, 0.5
+    cfg = DiffusionConfig(prediction="v", zero_terminal_snr=True, timestep_focus_steps=n, timestep_focus_fraction=f)
+    t = GaussianDiffusion(cfg).sample_timesteps(400_000, generator=torch.Generator().manual_seed(0))
+    grid = [999, 856, 713, 570, 428, 285, 142]  # the pipeline's 7 decoder steps (README, pipeline section)
+    counts = torch.bincount(t, minlength=1000).double() / len(t)
+    for step in grid:
+        assert abs(float(counts[step]) - (f / n + (1 - f) / 1000)) < 0.002, step
+    others = torch.ones(1000, dtype=torch.bool)
+    others[grid] = False
+    assert abs(float(counts[others].sum()) - (1 - f) * 993 / 1000) < 0.003
+    assert abs(float(counts[:500][others[:500]].sum()) - (1 - f) * 497 / 1000) < 0.003  # the rest stays uniform
+    plain = GaussianDiffusion(DiffusionConfig(prediction="v", zero_terminal_snr=True))
+    assert torch.equal(plain.sample_timesteps(64, generator=torch.Generator().manual_seed(3)),
+                       torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+    for bad, match in (({"timestep_focus_steps": 0}, "integer in 1..1000, got 0"),
+                       ({"timestep_focus_steps": 7.0}, "got 7.0"),
+                       ({"timestep_focus_steps": 7, "timestep_focus_fraction": 0.0}, "fraction must be in"),
+                       ({"timestep_focus_steps": 7, "prediction": "eps", "zero_terminal_snr": False}, "leading")):
+        with pytest.raises(ValueError, match=match):
+            DiffusionConfig(**{"prediction": "v", "zero_terminal_snr": True, **bad})
+
+
 def test_training_loss_is_the_mse_to_the_right_target():
     g = torch.Generator().manual_seed(2)
     x0 = torch.randn(8, 3, dtype=torch.float64)

@@ -138,6 +138,15 @@ RECIPES: dict[str, DecoderRecipe] = {
     # A sixth cycle for that self-conditioned decoder, on scenes from seed 5: 0.480 vs 0.502 from true z_i at the
     # pipeline's sampling (-0.022 +- 0.014), so not shipped (README, decoder section).
     "tiny-16-rb1-sc-ft5": _restart(seed=5, steps=6000, model=_TINY_16_RB1_SC),
+    # That sixth cycle with half of each batch's timesteps on the 7 the pipeline samples (DiffusionConfig.
+    # timestep_focus_steps): a decoder this small fits every noise level poorly, and is sampled at 7 of them.
+    "tiny-16-rb1-sc-focus7-ft5": _restart(seed=5, steps=6000, model=_TINY_16_RB1_SC.with_(
+        diffusion=replace(_TINY_16_RB1_SC.diffusion, timestep_focus_steps=7, timestep_focus_fraction=0.5))),
+    # That sixth cycle grown wider (levels of 32, 48 and 64 channels and the z_i MLP, as "tiny-16-rb1-wide-ft4") from
+    # the self-conditioned fifth: the narrow decoder had levelled off, so the capacity grown onto it is what is tried.
+    # Shorter (4,500 steps, scenes from seed 5), since a wider step costs about 2.4 narrow ones.
+    "tiny-16-rb1-sc-wide-ft5": _restart(seed=5, steps=4500, model=_TINY_16_RB1_SC.with_(
+        unet=_TINY_16_RB1_SC.unet.with_(channel_mult=(2, 3, 4), image_mlp_width=512))),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,
@@ -196,11 +205,25 @@ def _read_model_config(stored: dict) -> dict:
     return stored | cls.from_dict({k: v for k, v in stored.items() if k in names}).to_dict()
 
 
+# Diffusion settings that shape only training (which timesteps, how each is weighted), not what the network computes:
+# a run may start from a model trained with others.
+TRAINING_ONLY = ("min_snr_gamma", "timestep_sampling", "timestep_logit_mean", "timestep_logit_std",
+                 "timestep_focus_steps", "timestep_focus_fraction")
+
+
+def _model_config(config: DecoderConfig | UpsamplerConfig) -> dict:
+    """A model's config as a dict, less its TRAINING_ONLY diffusion settings."""
+    data = config.to_dict()
+    data["diffusion"] = {k: v for k, v in data["diffusion"].items() if k not in TRAINING_ONLY}
+    return data
+
+
 def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLike) -> None:
-    """Copy a saved model's weights into `model`, refusing one of another kind or config. The one difference
-    allowed: `model` may be a grown copy of the saved one (GROWABLE; see grow.py)."""
+    """Copy a saved model's weights into `model`, refusing one of another kind or config. The differences allowed:
+    `model` may be a grown copy of the saved one (GROWABLE; see grow.py), and may train with other TRAINING_ONLY
+    diffusion settings."""
     saved = load_decoder(directory)
-    mine, theirs = model.config.to_dict(), saved.config.to_dict()
+    mine, theirs = (_model_config(m.config) for m in (model, saved))
     grown = type(saved) is type(model) and "unet" in mine and mine != theirs and mine == theirs | {
         "unet": theirs["unet"] | {k: mine["unet"][k] for k in GROWABLE}}
     if type(saved) is not type(model) or (mine != theirs and not grown):

@@ -16,7 +16,7 @@ import torch
 
 from .likelihood import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from .params import PREDICTIONS, min_snr_weight, target, to_x0_eps
-from .schedule import Schedule, make_schedule
+from .schedule import Schedule, make_schedule, spaced_timesteps
 
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t: LongTensor (B,)) -> output
@@ -37,6 +37,12 @@ class DiffusionConfig:
     timestep_sampling: str = "uniform"
     timestep_logit_mean: float = 0.0  # m
     timestep_logit_std: float = 1.0  # s
+    # A share of each batch's timesteps drawn instead from the N that a trailing sampler of N steps visits (T-1,
+    # T-1-T/N, ...; Lin et al. 2024 §3.3), so a network too small to fit every noise level equally well trains more
+    # where it is sampled (the remaining rows keep the other levels trained, for DDIM inversion and other step
+    # counts); None: no focus.
+    timestep_focus_steps: int | None = None
+    timestep_focus_fraction: float = 0.5
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -52,6 +58,16 @@ class DiffusionConfig:
                              f"{', '.join(TIMESTEP_SAMPLING)}")
         if not self.timestep_logit_std > 0:
             raise ValueError(f"timestep_logit_std must be positive, got {self.timestep_logit_std}")
+        if self.timestep_focus_steps is not None:
+            if (isinstance(self.timestep_focus_steps, bool) or not isinstance(self.timestep_focus_steps, int)
+                    or not 1 <= self.timestep_focus_steps <= self.steps):
+                raise ValueError(f"timestep_focus_steps must be None or an integer in 1..{self.steps}, "
+                                 f"got {self.timestep_focus_steps!r}")
+            if self.prediction == "eps":
+                raise ValueError("timestep_focus_steps focuses on a trailing sampler's steps, and eps models sample "
+                                 "from leading ones (samplers.common.default_spacing): use 'v' or 'x0'")
+        if not 0 < self.timestep_focus_fraction <= 1:
+            raise ValueError(f"timestep_focus_fraction must be in (0, 1], got {self.timestep_focus_fraction}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -197,10 +213,20 @@ class GaussianDiffusion:
         return terms
 
     def sample_timesteps(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """Training timesteps (B,) in {0, ..., T-1}: uniform, or logit-normal (DiffusionConfig.timestep_sampling)."""
+        """Training timesteps (B,) in {0, ..., T-1}: uniform, or logit-normal (DiffusionConfig.timestep_sampling),
+        then, with timestep_focus_steps N, each row replaced with probability timestep_focus_fraction by one of the
+        N trailing sampling steps, drawn uniformly."""
         cfg = self.config
         if cfg.timestep_sampling == "uniform":
-            return torch.randint(0, self.num_steps, (batch,), generator=generator, device=device)
-        n = torch.randn(batch, generator=generator, device=device)
-        u = torch.sigmoid(cfg.timestep_logit_mean + cfg.timestep_logit_std * n)  # in (0, 1): the fraction of T
-        return (u * self.num_steps).long().clamp_(0, self.num_steps - 1)
+            t = torch.randint(0, self.num_steps, (batch,), generator=generator, device=device)
+        else:
+            n = torch.randn(batch, generator=generator, device=device)
+            u = torch.sigmoid(cfg.timestep_logit_mean + cfg.timestep_logit_std * n)  # in (0, 1): the fraction of T
+            t = (u * self.num_steps).long().clamp_(0, self.num_steps - 1)
+        if cfg.timestep_focus_steps is None:  # no further draws: runs without a focus keep their random streams
+            return t
+        grid = torch.tensor(spaced_timesteps(self.num_steps, cfg.timestep_focus_steps, spacing="trailing"),
+                            device=t.device)  # (N,)
+        focus = torch.rand(batch, generator=generator, device=device) < cfg.timestep_focus_fraction
+        pick = torch.randint(0, len(grid), (batch,), generator=generator, device=device)
+        return torch.where(focus, grid[pick], t)
