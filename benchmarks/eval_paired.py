@@ -26,7 +26,11 @@ SPLITS = ("test", "novel")
 
 def verdicts(run: Path, split: str) -> tuple[list[str], list[bool]]:
     """Captions and the scorer's verdicts for one split of an eval run, in manifest order (unscorable: wrong)."""
+    if not (run / split).is_dir():
+        raise SystemExit(f"{run} has no {split}/ folder: pass `unclip eval --out` directories")
     entries, errors = read_manifest(run / split)
+    if not entries:
+        raise SystemExit(f"{run / split} holds no images (an eval run with --n-novel 0?): nothing to pair")
     if errors:
         raise ValueError(f"{run / split}: {len(errors)} unreadable manifest lines, the first: {errors[0]}")
     scores = list(score_entries(run / split, entries))
@@ -46,7 +50,8 @@ def run_metrics(run: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="`unclip eval --out` directories; the first is the reference")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="`unclip eval --out` directories; the first is the reference")
     parser.add_argument("--json", type=Path, default=None, help="write the table here as JSON")
     args = parser.parse_args()
 
@@ -59,8 +64,8 @@ def main() -> None:
                 raise SystemExit(f"{run / split} was generated for other captions than {args.runs[0] / split}: "
                                  "pair only runs of the same --n, --n-novel and --seed")
             gain, se = paired_gain(verdict, reference)
-            table.setdefault(str(run), {"metrics": run_metrics(run)})[split] = {"n": len(verdict), "accuracy": sum(verdict) / len(verdict),
-                                                     "gain": gain, "gain_se": se}
+            table.setdefault(str(run), {"metrics": run_metrics(run)})[split] = {
+                "n": len(verdict), "accuracy": sum(verdict) / len(verdict), "gain": gain, "gain_se": se}
 
     print(f"{'run':<32} {'NFE':>4} {'test':>6} {'gain':>15} {'novel':>6} {'gain':>15}")
     for run, row in table.items():

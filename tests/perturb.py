@@ -3,7 +3,8 @@
 import torch
 
 
-def perturb(module: torch.nn.Module, *, scale: float = 0.05, generator: torch.Generator | None = None) -> torch.nn.Module:
+def perturb(module: torch.nn.Module, *, scale: float = 0.05,
+            generator: torch.Generator | None = None) -> torch.nn.Module:
     """Add scale * N(0, 1) to every parameter, so the zero-initialised output layers are non-zero as training makes
     them and the outputs depend on every weight. Draws from `generator`, or from torch's global one when None."""
     with torch.no_grad():

@@ -127,7 +127,8 @@ def test_sampling_carries_each_branchs_own_estimate_to_the_next_step_and_starts_
     b = decoder.sample(**_cond(), steps=5, guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
     for bad in (torch.randn(4, 3, 16, 16), torch.randn(3, 3, 8, 8)):  # neither B nor 2B rows; another image size
-        with pytest.raises(ValueError, match=rf"for 3 images was called with x of shape \({2 * len(bad)}, 3, {bad.shape[-1]},"):
+        shape = rf"\({2 * len(bad)}, 3, {bad.shape[-1]},"  # guided: both branches, 2B rows
+        with pytest.raises(ValueError, match=rf"for 3 images was called with x of shape {shape}"):
             model_fn(bad, torch.full((len(bad),), 30))
 
 

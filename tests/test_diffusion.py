@@ -265,6 +265,15 @@ def test_guidance_interval_guides_only_the_steps_inside_and_runs_one_branch_outs
         assert calls == [batch] and torch.allclose(out, torch.full((3, 4), expected)), t
     out = fn(x, torch.tensor([100, 300, 700]))  # rows at different steps: each guided by its own t
     assert torch.allclose(out[:, 0], torch.tensor([2.0, 5.0, 2.0]))
+
+    def with_variance(x, t, *, cond):  # channels 0-1 a mean, 2-3 a variance that guidance leaves conditional
+        return torch.cat([x[:, :2] * 0 + cond[:, None], x[:, 2:] * 0 + 10 * cond[:, None]], dim=1)
+
+    fn = classifier_free_guidance(with_variance, scale=3.0, cond=cond, uncond=uncond, guided_channels=2,
+                                  interval=(200, 600))
+    out = fn(x, torch.tensor([100, 300, 700]))
+    expected = torch.tensor([[2.0, 2.0, 20.0, 20.0], [5.0, 5.0, 20.0, 20.0], [2.0, 2.0, 20.0, 20.0]])
+    assert torch.allclose(out, expected)
     for bad in ((600, 200), (-1, 5), (3,)):
         with pytest.raises(ValueError, match="interval"):
             classifier_free_guidance(model, scale=3.0, cond=cond, uncond=uncond, interval=bad)

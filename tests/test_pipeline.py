@@ -319,7 +319,7 @@ def test_sampling_flags_override_the_saved_config(pipe, tmp_path):
     cfg = cli._pipeline(args).config
     assert cfg.decoder.guidance_interval == (0.2, 0.8)
     assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # JSON's list reads back as a tuple
-    for bad in ((0.8, 0.2), (-0.1, 0.5), (0.1, 1.5), (0.5,)):
+    for bad in ((0.8, 0.2), (-0.1, 0.5), (0.1, 1.5), (0.5,), ("a", "b"), 0.5):
         with pytest.raises(ValueError, match="guidance_interval must be"):
             StageSampling(guidance_interval=bad)
     with pytest.raises(ValueError, match="decoder only, got prior.guidance_interval"):
@@ -343,6 +343,8 @@ def test_a_guidance_interval_spanning_every_step_or_none_equals_full_or_no_guida
         assert np.array_equal(images(guidance_interval=(0.0, 0.2)), unguided)  # t = 0 .. 199: no step inside
         partly = images(guidance_interval=(0.5, 1.0))
         assert not np.array_equal(partly, guided) and not np.array_equal(partly, unguided)
+        with pytest.raises(ValueError, match=r"\(0.5, 0.5\) holds none of the decoder's timesteps 0..999"):
+            images(guidance_interval=(0.5, 0.5))
     finally:
         pipe.config = base
 

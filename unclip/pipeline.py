@@ -42,11 +42,14 @@ class StageSampling:
 
     def __post_init__(self):
         if self.guidance_interval is not None:
-            interval = tuple(self.guidance_interval)
+            try:
+                interval = tuple(float(v) for v in self.guidance_interval)  # JSON gives a list
+            except (TypeError, ValueError):
+                interval = ()
             if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
                 raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1, "
                                  f"got {self.guidance_interval!r}")
-            object.__setattr__(self, "guidance_interval", tuple(float(v) for v in interval))  # JSON gives a list
+            object.__setattr__(self, "guidance_interval", interval)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}")
         if self.steps < 1:

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "cycle grown, with a z_i MLP, and also with wider levels, from a trained tiny-16-rb1 given by --init-from; "
         "tiny-16-rb1-sc-ft4: that fifth cycle grown to self-condition on its own x0 estimate, shapes-tiny's "
         "fifth cycle, and tiny-16-rb1-sc-ft5: a sixth for it, tiny-16-rb1-sc-focus7-ft5: that sixth with half its "
-        "timesteps on the 7 the pipeline samples, tiny-16-rb1-sc-wide-ft5: that sixth grown wider) and "
+        "timesteps on the 7 the pipeline samples, tiny-16-rb1-sc-lowlr-ft5: at a fifth of its peak learning "
+        "rate, tiny-16-rb1-sc-wide-ft5: grown wider) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -184,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "
                        "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from), tiny-16-rb1-sc-ft4 (the fifth, "
                        "self-conditioned: with --init-from; shapes-tiny's), tiny-16-rb1-sc-ft5 (a sixth for it), "
-                       "tiny-16-rb1-sc-focus7-ft5 and tiny-16-rb1-sc-wide-ft5 (that sixth focused on the pipeline's "
-                       "7 timesteps, and grown wider: with --init-from); "
+                       "tiny-16-rb1-sc-focus7-ft5, tiny-16-rb1-sc-lowlr-ft5 and tiny-16-rb1-sc-wide-ft5 (that sixth "
+                       "focused on the pipeline's 7 timesteps, at a fifth of the learning rate, and grown wider: with "
+                       "--init-from); "
                        "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",

@@ -57,9 +57,9 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
         parser.add_argument("--guidance", type=float, default=None,
                             help="decoder guidance scale (default: pipeline's)")
         parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                            help="guide only the decoder steps whose t / (T - 1) lies in [LO, HI], the others reading the "
-                            "conditional branch alone at half the cost (Kynkäänniemi et al. 2024); 0 1 guides every "
-                            "step (default: the pipeline's)")
+                            help="guide only the decoder steps whose t / (T - 1) lies in [LO, HI], the others reading "
+                            "the conditional branch alone at half the cost (Kynkäänniemi et al. 2024); 0 1 guides "
+                            "every step (default: the pipeline's)")
     else:
         parser.add_argument("--guidance", type=float, default=None,
                             help="decoder guidance of the manipulation's decode (default: 1, unguided like the DDIM "

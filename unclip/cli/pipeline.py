@@ -45,7 +45,8 @@ def _pipeline(args):
     if args.guidance is not None:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_scale=args.guidance)
     if getattr(args, "guidance_interval", None) is not None:
-        changes["decoder"] = replace(changes.get("decoder", cfg.decoder), guidance_interval=tuple(args.guidance_interval))
+        changes["decoder"] = replace(changes.get("decoder", cfg.decoder),
+                                     guidance_interval=tuple(args.guidance_interval))
     pipe.config = cfg.with_(**changes)
     return pipe
 

@@ -147,7 +147,11 @@ class Decoder(nn.Module):
         if not 0 <= lo <= hi <= 1:
             raise ValueError(f"guidance interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {tuple(interval)!r}")
         last = self.diffusion.num_steps - 1
-        return math.ceil(lo * last - 1e-9), math.floor(hi * last + 1e-9)
+        first, final = math.ceil(lo * last - 1e-9), math.floor(hi * last + 1e-9)
+        if first > final:
+            raise ValueError(f"guidance interval {tuple(interval)!r} holds none of the decoder's timesteps 0..{last}: "
+                             f"make it at least 1 / {last} wide")
+        return first, final
 
     def _estimate(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The x0 a network output implies, clipped to [-1, 1] as the samplers' static threshold clips it."""

@@ -47,7 +47,7 @@ def classifier_free_guidance(
         out = torch.cat([u[:, :g] + scale * (c[:, :g] - u[:, :g]), c[:, g:]], dim=1)
         if inside is None:
             return out
-        return torch.where(inside.view(-1, *[1] * (c.ndim - 1)), out, c)
+        return torch.where(inside.view(-1, *[1] * (c.ndim - 1)), out, c)  # mask (B, 1, ..., 1)
 
     return guided
 

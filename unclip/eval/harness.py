@@ -55,7 +55,7 @@ def _load(directory: Path) -> tuple[list[Image.Image], list[str]]:
 
 
 def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
-    """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 for its guided steps), both x the
+    """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 at its guided steps), both x the
     re-ranking candidates, then the upsamplers once (upsample=False: the images stop at the decoder)."""
     cfg = pipe.config
     prior = {"diffusion": cfg.prior.steps * cfg.best_of * (1 if cfg.prior.guidance_scale == 1 else 2),
