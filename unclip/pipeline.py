@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from .clip import CLIP, load_clip, save_clip
 from .data.images import to_pil
 from .decoder import Decoder, Upsampler, load_decoder, save_decoder
+from .decoder.decoder import guidance_interval_fractions
 from .prior import ARPrior, DiffusionPrior, load_prior, save_prior
 from .prior.embed import text_conditioning
 from .prior.kinds import PRIOR_KINDS, image_embeddings
@@ -42,14 +43,7 @@ class StageSampling:
 
     def __post_init__(self):
         if self.guidance_interval is not None:
-            try:
-                interval = tuple(float(v) for v in self.guidance_interval)  # JSON gives a list
-            except (TypeError, ValueError):
-                interval = ()
-            if len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1:
-                raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1, "
-                                 f"got {self.guidance_interval!r}")
-            object.__setattr__(self, "guidance_interval", interval)
+            object.__setattr__(self, "guidance_interval", guidance_interval_fractions(self.guidance_interval))
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}")
         if self.steps < 1:

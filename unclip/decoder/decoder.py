@@ -38,6 +38,18 @@ def run_sampler(model_fn: ModelFn, diffusion: GaussianDiffusion, shape: tuple[in
     return x.clamp(-1, 1)
 
 
+def guidance_interval_fractions(interval) -> tuple[float, float]:
+    """A guidance interval (lo, hi), fractions of t / (T - 1) with 0 <= lo <= hi <= 1, as a tuple of floats (JSON
+    gives a list); anything else is a ValueError naming it."""
+    try:
+        fractions = tuple(float(v) for v in interval)
+    except (TypeError, ValueError):
+        fractions = ()
+    if len(fractions) != 2 or not 0 <= fractions[0] <= fractions[1] <= 1:
+        raise ValueError(f"guidance_interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {interval!r}")
+    return fractions
+
+
 class Decoder(nn.Module):
     """The UNet plus its diffusion; `loss` for training, `sample` for z_i (and caption) -> image."""
 
@@ -143,9 +155,7 @@ class Decoder(nn.Module):
         """A guidance interval (lo, hi), fractions of the schedule t / (T - 1), as the training timesteps it spans."""
         if interval is None:
             return None
-        lo, hi = interval
-        if not 0 <= lo <= hi <= 1:
-            raise ValueError(f"guidance interval must be (lo, hi) with 0 <= lo <= hi <= 1, got {tuple(interval)!r}")
+        lo, hi = interval = guidance_interval_fractions(interval)
         last = self.diffusion.num_steps - 1
         first, final = math.ceil(lo * last - 1e-9), math.floor(hi * last + 1e-9)
         if first > final:

@@ -63,7 +63,8 @@ _TINY_16_RB1_MLP = _TINY_16_RB1.with_(unet=_TINY_16_RB1.unet.with_(image_mlp_wid
 _TINY_16_RB1_SC = _TINY_16_RB1.with_(unet=_TINY_16_RB1.unet.with_(self_condition=True))
 
 
-def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB1, lr: float = 2.5e-4) -> DecoderRecipe:
+def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB1,
+             lr: float = 2.5e-4) -> DecoderRecipe:
     """A warm restart of "tiny-16-rb1" (Loshchilov & Hutter 2017), run with `--init-from` a trained one: its recipe
     at half the peak learning rate (or `lr`), over `steps`, on scenes from `seed`."""
     return DecoderRecipe(model=model, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=lr, seed=seed))

@@ -115,6 +115,9 @@ class GaussianDiffusion:
         if self.schedule.num_steps != self.config.steps:
             raise ValueError(f"schedule has {self.schedule.num_steps} steps, config says {self.config.steps}")
         self.alphas_cumprod = self.schedule.alphas_cumprod  # (T,) float64
+        steps = self.config.timestep_focus_steps  # the trailing sampler's timesteps that training focuses on: (N,)
+        self.focus_timesteps = None if steps is None else torch.tensor(
+            spaced_timesteps(self.num_steps, steps, spacing="trailing"))
 
     @property
     def num_steps(self) -> int:
@@ -223,10 +226,9 @@ class GaussianDiffusion:
             n = torch.randn(batch, generator=generator, device=device)
             u = torch.sigmoid(cfg.timestep_logit_mean + cfg.timestep_logit_std * n)  # in (0, 1): the fraction of T
             t = (u * self.num_steps).long().clamp_(0, self.num_steps - 1)
-        if cfg.timestep_focus_steps is None:  # no further draws: runs without a focus keep their random streams
+        if self.focus_timesteps is None:  # no further draws: runs without a focus keep their random streams
             return t
-        grid = torch.tensor(spaced_timesteps(self.num_steps, cfg.timestep_focus_steps, spacing="trailing"),
-                            device=t.device)  # (N,)
+        grid = self.focus_timesteps.to(t.device)  # (N,)
         focus = torch.rand(batch, generator=generator, device=device) < cfg.timestep_focus_fraction
         pick = torch.randint(0, len(grid), (batch,), generator=generator, device=device)
         return torch.where(focus, grid[pick], t)
