@@ -65,9 +65,16 @@ def probes(model, size: int, *, test_images: torch.Tensor, test_truth, n_fit: in
     scenes = ((i, sample_scene("train", i)) for i in range(8 * n_fit))
     fit = [(i, scene.objects[0]) for i, scene in scenes if scene.form == "single"][:n_fit]
     data = ShapesDataset("train", size=size, length=fit[-1][0] + 1)
-    features = lambda images: F.pad(F.normalize(model.encode_image_pixels(images), dim=-1), (0, 1), value=1.0)  # noqa: E731
-    centre = lambda objects: torch.tensor([[o.cx, o.cy] for o in objects])  # noqa: E731
-    one_hot = lambda objects: F.one_hot(torch.tensor([SHAPES.index(o.shape) for o in objects]), len(SHAPES)).float()  # noqa: E731
+
+    def features(images):  # unit z_i with a constant column for the intercept, (N, E+1)
+        return F.pad(F.normalize(model.encode_image_pixels(images), dim=-1), (0, 1), value=1.0)
+
+    def centre(objects):
+        return torch.tensor([[o.cx, o.cy] for o in objects])
+
+    def one_hot(objects):
+        return F.one_hot(torch.tensor([SHAPES.index(o.shape) for o in objects]), len(SHAPES)).float()
+
     fit_features, test_features = features(torch.stack([data[i][0] for i, _ in fit])), features(test_images)
     weights = torch.linalg.lstsq(fit_features, centre([obj for _, obj in fit])).solution  # (E+1, 2)
     target = centre(test_truth)

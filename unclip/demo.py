@@ -74,10 +74,10 @@ def make_demo(pipe: UnCLIP, out: str | os.PathLike, *, log: Callable[[str], None
                           and s.objects[0].shape == "circle")
     x = text_diff(pipe, render(red, size), old="a red circle", new="a blue circle", steps=5)
     thetas = [0.5 * k / 4 for k in range(5)]
-    write_outputs(out / "textdiff", pipe.final_images(x), [{"caption": f"theta {t:.2f}", "theta": t,
-                                                       "source": f"test/{ir}"} for t in thetas], grid_columns=5)
-    sections.append(("Text diff", f"“{red.caption}”, moved along normalise(z_t(a blue circle) − z_t(a red circle))"
-                     " (§3.3).", "textdiff/grid.png"))
+    frames = [{"caption": f"theta {t:.2f}", "theta": t, "source": f"test/{ir}"} for t in thetas]
+    write_outputs(out / "textdiff", pipe.final_images(x), frames, grid_columns=5)
+    sections.append(("Text diff", f"“{red.caption}”, moved along normalise(z_t(a blue circle) − "
+                     "z_t(a red circle)) (§3.3).", "textdiff/grid.png"))
 
     body = "\n".join(f"<h2>{html.escape(title)}</h2>\n<p>{html.escape(text)}</p>\n<img src=\"{src}\" alt=\""
                      f"{html.escape(title)}\">" for title, text, src in sections)
