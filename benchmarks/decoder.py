@@ -80,6 +80,37 @@ def attributes(images: torch.Tensor, scenes: list) -> dict[str, float]:
                   "middle_centre_error": sum(middle) / max(len(middle), 1)}
 
 
+FAILURES = ("count", "colours", "shapes", "binding", "other")
+
+
+def first_failure(parsed, scene) -> str:
+    """The first way a decoded image that the scorer called wrong departs from the scene it came from, checked in the
+    order the noise settles them (benchmarks/decoder_bands.py): "count" (how many objects), "colours" (their multiset),
+    "shapes" (theirs), "binding" (right colours and shapes, on the wrong objects: the multiset of colour-shape pairs),
+    else "other" (a stated size, relation, position or background)."""
+    truth, drawn = scene.objects, parsed.objects
+    if len(drawn) != len(truth):
+        return "count"
+    for key, name in ((lambda o: o.colour or "", "colours"), (lambda o: o.shape or "", "shapes"),
+                      (lambda o: (o.colour or "", o.shape or ""), "binding")):
+        if sorted(map(key, drawn)) != sorted(map(key, truth)):
+            return name
+    return "other"
+
+
+def failure_kinds(images: torch.Tensor, scenes: list, verdicts: list[bool]) -> dict[str, dict[str, float]]:
+    """Per scene form (single, pair, list, count) and over all: the share of images called correct, and the share
+    wrong for each of FAILURES (first_failure), which together with it sum to 1."""
+    tally: dict[str, dict[str, int]] = {}
+    for x, scene, ok in zip(images, scenes, verdicts):
+        kind = "correct" if ok else first_failure(parse_image(to_pil(x)), scene)
+        for group in (scene.form, "all"):
+            counts = tally.setdefault(group, dict.fromkeys(("correct",) + FAILURES, 0) | {"n": 0})
+            counts[kind] += 1
+            counts["n"] += 1
+    return {group: {k: (v / c["n"] if k != "n" else v) for k, v in c.items()} for group, c in tally.items()}
+
+
 def layout_before_sampling(decoder, clip, size: int, *, n: int = 64, guidance: float = 1.0,
                            named: bool = False) -> dict[str, float]:
     """Where the decoder means to draw before sampling starts: its x0 prediction at the last timestep (zero SNR,

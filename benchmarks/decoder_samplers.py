@@ -10,6 +10,10 @@ benchmarks/results/decoder_samplers.json.
 
     .venv/bin/python benchmarks/decoder_samplers.py --decoder models/shapes-tiny/decoder --threads 2
 
+Under each row, the images called wrong are split by the first thing wrong (decoder.py's first_failure: the object
+count, the colours, the shapes, which colour goes with which shape, or else a size, relation, position or background),
+as shares of all images, per scene form.
+
 Given several decoders (`--decoder A B ...`), every setting runs on each, and the gains pair every row with the first
 decoder's first setting: two networks compared on the same scenes and seeds.
 
@@ -33,7 +37,7 @@ from unclip.decoder import load_decoder
 from unclip.decoder.train import decoder_conditioning
 from unclip.samplers import SAMPLERS
 from unclip.world import ShapesDataset
-from decoder import batches, score
+from decoder import FAILURES, batches, failure_kinds, score
 from report import write_report
 
 DEFAULT_SETTINGS = ("ddim:25", "ddim:25:threshold=none", "ddim:25:eta=1", "ddpm:25", "dpm++:25", "dpm++:15",
@@ -101,12 +105,13 @@ def main() -> None:
     for path in args.decoder:
         decoder = load_decoder(path)
         data = ShapesDataset(args.split, size=decoder.config.image_size, length=args.n)
-        conditions, captions = [], []
+        conditions, captions, scenes = [], [], []
         for sl in batches(args.n, 50):
-            images = torch.stack([data[i][0] for i in range(sl.start, sl.stop)])
-            caps = [data[i][1] for i in range(sl.start, sl.stop)]
-            conditions.append(decoder_conditioning(decoder, clip, images, caps))
+            items = [data[i] for i in range(sl.start, sl.stop)]
+            caps = [item[1] for item in items]
+            conditions.append(decoder_conditioning(decoder, clip, torch.stack([item[0] for item in items]), caps))
             captions += caps
+            scenes += [item[2] for item in items]
         for text, kwargs in zip(args.settings, settings):
             started = time.perf_counter()
             with torch.no_grad():
@@ -118,12 +123,17 @@ def main() -> None:
             if reference is None:  # the first row is what every row's gain is paired against
                 reference = verdicts
             gain, se = paired_gain(verdicts, reference)
+            kinds = failure_kinds(out, scenes, verdicts)
             rows.append({"decoder": path, "setting": text, **kwargs, "correct": sum(verdicts) / len(verdicts),
-                         "gain_vs_first": gain, "gain_se": se, "skills": skills, "seconds_per_image": seconds})
+                         "gain_vs_first": gain, "gain_se": se, "skills": skills, "failures": kinds,
+                         "seconds_per_image": seconds})
             skill = lambda name, width: f"{skills[name]:>{width}.3f}" if name in skills else f"{'-':>{width}}"
             label = text if len(args.decoder) == 1 else f"{Path(path).parent.name}/{Path(path).name} {text}"
             print(f"{label[-43:]:<44}{rows[-1]['correct']:>9.3f}{gain:>+10.3f} ±{se:.3f}{skill('single', 8)}"
                   f"{skill('counting', 10)}{skill('relation', 10)}{seconds:>9.3f}", flush=True)
+            print("    wrong, by the first thing wrong: " + "  ".join(
+                f"{form} " + "/".join(f"{kinds[form][k]:.2f}" for k in FAILURES)
+                for form in ("all", "single", "pair", "list", "count") if form in kinds) + f"  ({'/'.join(FAILURES)})")
     decoders = args.decoder[0] if len(args.decoder) == 1 else args.decoder
     write_report(args.out, {"benchmark": "decoder_samplers", "decoder": decoders, "clip": args.clip, "n": args.n,
                             "split": args.split, "threads": args.threads, "rows": rows})
