@@ -1,9 +1,9 @@
 """Pair `unclip eval` runs on the same captions: each run's accuracy and its gain over the first, with standard errors.
 
-`unclip eval` draws the same test and novel captions in the same order for every pipeline setting, so two runs'
-verdicts on image i are a paired sample: the gain's standard error is that of the per-image differences, far smaller
-than two independent accuracies' (n = 500: about 0.015 against 0.031). Each run directory is re-scored from its
-PNGs by the world's scorer, so the verdicts are the scorer's, not a copy of the run's metrics.
+`unclip eval` draws the same test (or `--split val`) and novel captions in the same order for every pipeline setting,
+so two runs' verdicts on image i are a paired sample: the gain's standard error is that of the per-image
+differences, far smaller than two independent accuracies' (n = 500: about 0.015 against 0.031). Each run directory
+is re-scored from its PNGs by the world's scorer, so the verdicts are the scorer's, not a copy of the run's metrics.
 
     python benchmarks/eval_paired.py runs/eval-base runs/eval-new [...] --json benchmarks/results/NAME.json
 """
@@ -21,7 +21,11 @@ from decoder_samplers import paired_gain  # noqa: E402
 
 from unclip.world import read_manifest, score_entries  # noqa: E402
 
-SPLITS = ("test", "novel")
+
+def scored_split(run: Path) -> str:
+    """The split an eval run scored besides novel: its metrics.json's `split` (`unclip eval --split`), test if none."""
+    path = run / "metrics.json"
+    return json.loads(path.read_text()).get("split", "test") if path.is_file() else "test"
 
 
 def verdicts(run: Path, split: str) -> tuple[list[str], list[bool]]:
@@ -55,8 +59,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the table here as JSON")
     args = parser.parse_args()
 
+    main_splits = {scored_split(run) for run in args.runs}
+    if len(main_splits) > 1:
+        raise SystemExit(f"the runs scored different splits ({', '.join(sorted(main_splits))}): pair runs of one "
+                         "`unclip eval --split`")
+    splits = (main_splits.pop(), "novel")
     table: dict[str, dict] = {}
-    for split in SPLITS:
+    for split in splits:
         reference_captions, reference = verdicts(args.runs[0], split)
         for run in args.runs:
             captions, verdict = verdicts(run, split)
@@ -67,14 +76,15 @@ def main() -> None:
             table.setdefault(str(run), {"metrics": run_metrics(run)})[split] = {
                 "n": len(verdict), "accuracy": sum(verdict) / len(verdict), "gain": gain, "gain_se": se}
 
-    print(f"{'run':<32} {'NFE':>4} {'test':>6} {'gain':>15} {'novel':>6} {'gain':>15}")
+    print(f"{'run':<32} {'NFE':>4} {splits[0]:>6} {'gain':>15} {'novel':>6} {'gain':>15}")
     for run, row in table.items():
-        cells = [f"{row[s]['accuracy']:6.3f} {row[s]['gain']:+7.3f} ± {row[s]['gain_se']:.3f}" for s in SPLITS]
+        cells = [f"{row[s]['accuracy']:6.3f} {row[s]['gain']:+7.3f} ± {row[s]['gain_se']:.3f}" for s in splits]
         nfe = row["metrics"].get("nfe_per_image")
         print(f"{Path(run).name:<32} {'?' if nfe is None else nfe:>4} {cells[0]} {cells[1]}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"reference": str(args.runs[0]), "runs": table}, indent=1) + "\n")
+        summary = {"reference": str(args.runs[0]), "split": splits[0], "runs": table}
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
         print(f"wrote {args.json}")
 
 

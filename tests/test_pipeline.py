@@ -264,6 +264,22 @@ def test_eval_on_emoji_measures_against_the_held_out_emoji(pipe, tmp_path):
         evaluate(pipe, tmp_path / "y", n=5, data="pictures", eval_encoder=encoder)
 
 
+def test_eval_on_the_val_split_scores_val_captions_and_refuses_another(pipe, tmp_path):
+    """`unclip eval --split val` (for choosing models) generates for the val split's captions into OUT/val, scores
+    them there and says so; any other split is refused by name."""
+    from unclip.eval.harness import evaluate
+    from unclip.world import sample_scene, score_entries, summarise
+    metrics = evaluate(pipe, tmp_path, n=4, n_novel=0, split="val")
+    entries, _ = read_manifest(tmp_path / "val")
+    assert [e.caption for e in entries] == [sample_scene("val", i).caption for i in range(4)]
+    assert [e.caption for e in entries] != [sample_scene("test", i).caption for i in range(4)]
+    assert not (tmp_path / "test").exists() and metrics["split"] == "val"
+    assert summarise(list(score_entries(tmp_path / "val", entries)))["overall"] == metrics["overall"]
+    assert "4 val and 0 novel captions" in (tmp_path / "report.md").read_text()
+    with pytest.raises(ValueError, match="split must be 'test' or 'val', got 'train'"):
+        evaluate(pipe, tmp_path / "x", n=4, split="train")
+
+
 def _fits(pipe, caption):
     try:
         pipe.tokens([caption])

@@ -132,12 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = verbs.add_parser(
         "eval", help="generate for test and novel captions, then measure (report.md, metrics.json)",
-        description="Generate images for N test-split and N/2 novel-split captions into --out (PNGs + prompts.jsonl, "
-        "which `unclip world score` reads too), then report the scorer's accuracy by skill, held-out-pair accuracy, "
+        description="Generate images for N test-split (or --split val) and N/2 novel-split captions into --out "
+        "(PNGs + prompts.jsonl, which `unclip world score` reads too), then report the scorer's accuracy by skill, held-out-pair accuracy, "
         "the prior's metrics and, with --eval-encoder (a CLIP trained by `unclip train clip --preset eval`), "
         "FD, KID, precision/recall, CLIP score and diversity; writes report.md, metrics.json, samples.png and (with "
         "matplotlib) accuracy_by_skill.png. --data emoji measures against held-out emoji instead.")
-    ev.add_argument("--n", type=int, default=500, help="test captions (default: 500)")
+    ev.add_argument("--n", type=int, default=500, help="test (or --split) captions (default: 500)")
+    ev.add_argument("--split", default="test", choices=("test", "val"),
+                    help="the world's split to score on (default: test, for reporting); val is for choosing between "
+                    "models, whose score on captions they were chosen on would be biased upwards")
     ev.add_argument("--n-novel", type=int, default=None, help="novel-split captions (default: n / 2)")
     ev.add_argument("--eval-encoder", default=None, help="evaluation CLIP directory (not the pipeline's own)")
     ev.add_argument("--upsample", action="store_true", help="score the upsampled images (default: decoder size)")
@@ -173,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tiny-16-rb1-sc-ft4: that fifth cycle grown to self-condition on its own x0 estimate, shapes-tiny's "
         "fifth cycle, and tiny-16-rb1-sc-ft5: a sixth for it, tiny-16-rb1-sc-focus7-ft5: that sixth with half its "
         "timesteps on the 7 the pipeline samples, tiny-16-rb1-sc-lowlr-ft5: at a fifth of its peak learning "
-        "rate, tiny-16-rb1-sc-wide-ft5: grown wider) and "
+        "rate, tiny-16-rb1-sc-wide-ft5: grown wider, tiny-16-rb1-sc-focus7-ft6 and tiny-16-rb1-sc-focus7-cap20-ft6: "
+        "a seventh cycle for the focused sixth, the second dropping the caption 20% of the time instead of 50%) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -187,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "self-conditioned: with --init-from; shapes-tiny's), tiny-16-rb1-sc-ft5 (a sixth for it), "
                        "tiny-16-rb1-sc-focus7-ft5, tiny-16-rb1-sc-lowlr-ft5 and tiny-16-rb1-sc-wide-ft5 (that sixth "
                        "focused on the pipeline's 7 timesteps, at a fifth of the learning rate, and grown wider: with "
-                       "--init-from); "
+                       "--init-from), tiny-16-rb1-sc-focus7-ft6 and -focus7-cap20-ft6 (a seventh for the focused "
+                       "sixth, the second with 20% caption dropout: with --init-from); "
                        "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",

@@ -166,7 +166,7 @@ def _eval(args) -> int:
         raise SystemExit(f"unclip eval --data {args.data}: only the world has a scorer; another source is measured in "
                          "the features of an evaluation encoder: pass --eval-encoder DIR")
     metrics = evaluate(pipe, args.out, n=args.n, n_novel=args.n_novel, eval_encoder=encoder, prior=args.prior,
-                       upsample=args.upsample, seed=args.seed, data=args.data,
+                       upsample=args.upsample, seed=args.seed, split=args.split, data=args.data,
                        progress=lambda text: print(text, flush=True))
     print((Path(args.out) / "report.md").read_text())
     e = metrics.get("eval_encoder", {})

@@ -1,7 +1,7 @@
 """`unclip eval`: generate for test and novel captions, then measure (issue 9). Sampling and metrics are
 separate steps: images and prompts.jsonl are written first, then every metric reads them back.
 
-    OUT/test/, OUT/novel/, OUT/diversity/   generated PNGs + prompts.jsonl
+    OUT/test/, OUT/novel/, OUT/diversity/   generated PNGs + prompts.jsonl (OUT/val/ for test with --split val)
     OUT/metrics.json                        {"overall": scorer accuracy on test captions, ...}
     OUT/report.md                           the same as tables
 
@@ -72,13 +72,19 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
 @torch.no_grad()
 def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int | None = None,
              eval_encoder: CLIP | None = None, prior: str | None = None, upsample: bool = False,
-             diversity_captions: int = 25, diversity_k: int = 4, seed: int = 0,
+             diversity_captions: int = 25, diversity_k: int = 4, seed: int = 0, split: str = "test",
              data: str = "shapes", progress: Callable[[str], None] = lambda _: None) -> dict:
     """Generate, measure, and write metrics.json, report.md and PNG plots into `out`; returns the metrics.
 
     data: "shapes" (the world's test and novel captions, scored exactly), or another source of captioned images
     (`emoji`, `emoji:test`, `folder:DIR`, ...; a bare `emoji` means its held-out `test` split), measured against its
-    own images with the evaluation encoder alone, since nothing there has a scorer (evaluate_source)."""
+    own images with the evaluation encoder alone, since nothing there has a scorer (evaluate_source).
+
+    split: the world's split whose captions are scored and whose renders the encoder metrics compare against,
+    "test" (for reporting) or "val" (for choosing between models: a model picked on the test captions scores too
+    well there against any challenger). The novel split is drawn either way."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
     if data != "shapes":
         return evaluate_source(pipe, out, data=data, n=n, eval_encoder=eval_encoder, prior=prior, upsample=upsample,
                                diversity_captions=diversity_captions, diversity_k=diversity_k, seed=seed,
@@ -86,23 +92,23 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     out = Path(out)
     kind = prior or pipe.config.prior_kind
     n_novel = n // 2 if n_novel is None else n_novel
-    metrics: dict = {"model": pipe.source, "prior": kind, "n": n, "n_novel": n_novel, "upsample": upsample,
-                     "candidates": pipe.config.candidates,
+    metrics: dict = {"model": pipe.source, "prior": kind, "split": split, "n": n, "n_novel": n_novel,
+                     "upsample": upsample, "candidates": pipe.config.candidates,
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     # ----- sampling: images + manifests ------------------------------------------------------------------
-    prompts = {"test": [{"caption": sample_scene("test", i).caption, "split": "test", "index": i} for i in range(n)],
+    prompts = {split: [{"caption": sample_scene(split, i).caption, "split": split, "index": i} for i in range(n)],
                "novel": [{"caption": sample_scene("novel", i).caption, "split": "novel", "index": i}
                          for i in range(n_novel)]}
     started = time.perf_counter()
-    for split, records in prompts.items():
+    for name, records in prompts.items():
         if records:
-            progress(f"generating {len(records)} {split} captions")
-            generate(pipe, records, out / split, seed=seed, prior=kind, upsample=upsample)
+            progress(f"generating {len(records)} {name} captions")
+            generate(pipe, records, out / name, seed=seed, prior=kind, upsample=upsample)
     metrics["seconds_per_image"] = (time.perf_counter() - started) / max(n + n_novel, 1)
 
     # ----- the world's scorer ----------------------------------------------------------------------------
     progress("scoring")
-    test_summary = summarise(list(score_entries(out / "test", read_manifest(out / "test")[0])))
+    test_summary = summarise(list(score_entries(out / split, read_manifest(out / split)[0])))
     metrics["overall"] = test_summary["overall"]
     metrics["skills"] = test_summary["skills"]
     metrics["counts"] = test_summary["counts"]
@@ -114,8 +120,8 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     # ----- prior metrics (in the pipeline's own CLIP) ------------------------------------------------------
     if kind != "none":
         progress("prior metrics")
-        data = ShapesDataset("test", size=pipe.clip.config.image_size, length=n)
-        metrics["prior_metrics"] = _prior_metrics(pipe, kind, [r["caption"] for r in prompts["test"]],
+        data = ShapesDataset(split, size=pipe.clip.config.image_size, length=n)
+        metrics["prior_metrics"] = _prior_metrics(pipe, kind, [r["caption"] for r in prompts[split]],
                                                   torch.stack([data[i][0] for i in range(n)]), seed=seed)
 
     # ----- evaluation-encoder metrics ---------------------------------------------------------------------
@@ -123,9 +129,10 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
         progress("evaluation-encoder metrics")
         size = eval_encoder.config.image_size
         metrics["eval_encoder"] = _encoder_metrics(
-            pipe, out, encoder=eval_encoder, real=[render(sample_scene("test", i), size) for i in range(n)],
-            other=[render(sample_scene("test", n + i), size) for i in range(n)],
-            diversity_records=prompts["test"][:diversity_captions], diversity_k=diversity_k, kind=kind,
+            pipe, out, out / split, encoder=eval_encoder,
+            real=[render(sample_scene(split, i), size) for i in range(n)],
+            other=[render(sample_scene(split, n + i), size) for i in range(n)],
+            diversity_records=prompts[split][:diversity_captions], diversity_k=diversity_k, kind=kind,
             upsample=upsample, seed=seed, progress=progress)
     return _write(out, metrics)
 
@@ -148,12 +155,13 @@ def _prior_metrics(pipe: UnCLIP, kind: str, captions: list[str], pixels: torch.T
     return prior_metrics(pred.cpu(), true.cpu(), z_t.cpu())
 
 
-def _encoder_metrics(pipe: UnCLIP, out: Path, *, encoder: CLIP, real: list[Image.Image], other: list[Image.Image],
-                     diversity_records: list[dict], diversity_k: int, kind: str, upsample: bool, seed: int,
-                     progress: Callable[[str], None]) -> dict:
-    """FD, KID, precision/recall and CLIP score of out/test's samples against the real images, each beside its
-    real-vs-real floor (`other`: as many different real images), and diversity over K samples of each record."""
-    fake_images, captions = _load(out / "test")
+def _encoder_metrics(pipe: UnCLIP, out: Path, samples: Path, *, encoder: CLIP, real: list[Image.Image],
+                     other: list[Image.Image], diversity_records: list[dict], diversity_k: int, kind: str,
+                     upsample: bool, seed: int, progress: Callable[[str], None]) -> dict:
+    """FD, KID, precision/recall and CLIP score of the images in `samples` (a generated folder) against the real
+    images, each beside its real-vs-real floor (`other`: as many different real images), and diversity over K
+    samples of each record (generated into out/diversity)."""
+    fake_images, captions = _load(samples)
     fake, real_f, other_f = (encode_images(encoder, images) for images in (fake_images, real, other))
     n = len(real)
     kid, kid_std = kernel_inception_distance(real_f, fake, subset_size=min(100, n))
@@ -229,7 +237,7 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
 
     progress("evaluation-encoder metrics")
     metrics["eval_encoder"] = _encoder_metrics(
-        pipe, out, encoder=eval_encoder, real=[to_pil(item["image"]) for item in real_items],
+        pipe, out, out / "test", encoder=eval_encoder, real=[to_pil(item["image"]) for item in real_items],
         other=[to_pil(item["image"]) for item in other_items], diversity_records=records[:diversity_captions],
         diversity_k=diversity_k, kind=kind, upsample=upsample, seed=seed, progress=progress)
     return _write(out, metrics)
@@ -237,7 +245,7 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
 
 def report(m: dict) -> str:
     source = m.get("data", "shapes")
-    what = (f"{m['n']} test and {m['n_novel']} novel captions" if source == "shapes" else
+    what = (f"{m['n']} {m.get('split', 'test')} and {m['n_novel']} novel captions" if source == "shapes" else
             f"the captions of {m['n']} images of `{source}` (no scorer: measured against those images; "
             f"{m.get('captions_past_context', 0)} captions past the pipeline's context left out)")
     lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {what}, "

@@ -19,13 +19,13 @@ from ..world.score import score_image
 GRID_IMAGES = 16
 
 
-def samples_grid(out: Path, *, scored: bool) -> str | None:
-    """Write out/samples.png from the first images of out/test; returns its name (None when there are none)."""
-    entries, _ = read_manifest(out / "test")
+def samples_grid(out: Path, *, scored: bool, split: str = "test") -> str | None:
+    """Write out/samples.png from the first images of out/SPLIT; returns its name (None when there are none)."""
+    entries, _ = read_manifest(out / split)
     entries = entries[:GRID_IMAGES]
     if not entries:
         return None
-    images = [Image.open(out / "test" / e.file).convert("RGB") for e in entries]
+    images = [Image.open(out / split / e.file).convert("RGB") for e in entries]
     captions = [e.caption for e in entries]
     verdicts = [score_image(im, c).correct for im, c in zip(images, captions)] if scored else None
     captioned_grid(images, captions, columns=8, verdicts=verdicts).save(out / "samples.png")
@@ -59,7 +59,7 @@ def accuracy_chart(out: Path, metrics: dict) -> str | None:
 def write_plots(out: Path, metrics: dict) -> list[str]:
     """Every picture this evaluation can have; returns the names written (relative to out)."""
     shapes = metrics.get("overall") is not None
-    written = [samples_grid(out, scored=shapes)]
+    written = [samples_grid(out, scored=shapes, split=metrics.get("split", "test"))]
     if shapes:
         written.append(accuracy_chart(out, metrics))
     return [name for name in written if name is not None]
