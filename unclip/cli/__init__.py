@@ -133,10 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = verbs.add_parser(
         "eval", help="generate for test and novel captions, then measure (report.md, metrics.json)",
         description="Generate images for N test-split (or --split val) and N/2 novel-split captions into --out "
-        "(PNGs + prompts.jsonl, which `unclip world score` reads too), then report the scorer's accuracy by skill, held-out-pair accuracy, "
-        "the prior's metrics and, with --eval-encoder (a CLIP trained by `unclip train clip --preset eval`), "
-        "FD, KID, precision/recall, CLIP score and diversity; writes report.md, metrics.json, samples.png and (with "
-        "matplotlib) accuracy_by_skill.png. --data emoji measures against held-out emoji instead.")
+        "(PNGs + prompts.jsonl, which `unclip world score` reads too), then report the scorer's accuracy by skill, "
+        "held-out-pair accuracy, the prior's metrics and, with --eval-encoder (a CLIP trained by `unclip train clip "
+        "--preset eval`), FD, KID, precision/recall, CLIP score and diversity; writes report.md, metrics.json, "
+        "samples.png and (with matplotlib) accuracy_by_skill.png. --data emoji measures against held-out emoji "
+        "instead.")
     ev.add_argument("--n", type=int, default=500, help="test (or --split) captions (default: 500)")
     ev.add_argument("--split", default="test", choices=("test", "val"),
                     help="the world's split to score on (default: test, for reporting); val is for choosing between "
