@@ -79,3 +79,25 @@ def test_demo_writes_a_scored_grid(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--n", "4", "--model", str(tmp_path / "no-model")]) == 0
     assert (tmp_path / "shapes_grid.png").is_file() and (tmp_path / "world" / "prompts.jsonl").is_file()
     assert "overall" in capsys.readouterr().out
+
+
+def _commands(parser, prefix=()):
+    """Every command line that reaches a parser: () for the top one, then ("world",), ("world", "sample"), ..."""
+    import argparse
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, prefix + (name,))
+
+
+def test_every_command_explains_itself(capsys):
+    """`--help` works for every verb: argparse %-formats help strings, so one stray "%" breaks it for the whole verb."""
+    from unclip.cli import build_parser
+    commands = list(_commands(build_parser()))
+    assert ("train",) in commands and ("world", "sample") in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--help"])
+        assert exit_.value.code == 0
+        assert capsys.readouterr().out.startswith("usage: ")

@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fifth cycle, and tiny-16-rb1-sc-ft5: a sixth for it, tiny-16-rb1-sc-focus7-ft5: that sixth with half its "
         "timesteps on the 7 the pipeline samples, tiny-16-rb1-sc-lowlr-ft5: at a fifth of its peak learning "
         "rate, tiny-16-rb1-sc-wide-ft5: grown wider, tiny-16-rb1-sc-focus7-ft6 and tiny-16-rb1-sc-focus7-cap20-ft6: "
-        "a seventh cycle for the focused sixth, the second dropping the caption 20% of the time instead of 50%) and "
+        "a seventh cycle for the focused sixth, the second dropping the caption 20% of the time instead of 50%, and "
+        "-focus7-ft7 and -focus7-cap20-ft7: an eighth for each, the second being shapes-tiny's decoder) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -189,11 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
                        "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "
                        "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from), tiny-16-rb1-sc-ft4 (the fifth, "
-                       "self-conditioned: with --init-from; shapes-tiny's), tiny-16-rb1-sc-ft5 (a sixth for it), "
+                       "self-conditioned: with --init-from; shapes-tiny's fifth), tiny-16-rb1-sc-ft5 (a sixth for it), "
                        "tiny-16-rb1-sc-focus7-ft5, tiny-16-rb1-sc-lowlr-ft5 and tiny-16-rb1-sc-wide-ft5 (that sixth "
                        "focused on the pipeline's 7 timesteps, at a fifth of the learning rate, and grown wider: with "
                        "--init-from), tiny-16-rb1-sc-focus7-ft6 and -focus7-cap20-ft6 (a seventh for the focused "
-                       "sixth, the second with 20% caption dropout: with --init-from); "
+                       "sixth, the second with 20%% caption dropout: with --init-from), -focus7-ft7 and "
+                       "-focus7-cap20-ft7 (an eighth for each; the second is shapes-tiny's); "
                        "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
