@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "timesteps on the 7 the pipeline samples, tiny-16-rb1-sc-lowlr-ft5: at a fifth of its peak learning "
         "rate, tiny-16-rb1-sc-wide-ft5: grown wider, tiny-16-rb1-sc-focus7-ft6 and tiny-16-rb1-sc-focus7-cap20-ft6: "
         "a seventh cycle for the focused sixth, the second dropping the caption 20% of the time instead of 50%, and "
-        "-focus7-ft7 and -focus7-cap20-ft7: an eighth for each, the second being shapes-tiny's decoder) and "
+        "-focus7-ft7 and -focus7-cap20-ft7: an eighth for each, the second being shapes-tiny's decoder, and "
+        "-focus7-cap20-ft8: a ninth for it, no better) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "focused on the pipeline's 7 timesteps, at a fifth of the learning rate, and grown wider: with "
                        "--init-from), tiny-16-rb1-sc-focus7-ft6 and -focus7-cap20-ft6 (a seventh for the focused "
                        "sixth, the second with 20%% caption dropout: with --init-from), -focus7-ft7 and "
-                       "-focus7-cap20-ft7 (an eighth for each; the second is shapes-tiny's); "
+                       "-focus7-cap20-ft7 (an eighth for each; the second is shapes-tiny's), -focus7-cap20-ft8 (a "
+                       "ninth, no better); "
                        "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",
