@@ -32,7 +32,7 @@ from unclip.clip import load_clip
 from unclip.data.images import to_pil
 from unclip.decoder import downsample_bicubic, load_decoder, upsample_bicubic
 from unclip.decoder.train import RECIPES, decoder_conditioning
-from unclip.world import ShapesDataset, parse_image, score_image
+from unclip.world import ScoreResult, ShapesDataset, parse_image, score_image
 from unclip.world.captions import SKILLS
 from unclip.world.vocab import POSITIONS
 from report import write_report
@@ -42,14 +42,23 @@ def batches(n: int, size: int):
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def score(images: torch.Tensor, captions: list[str]) -> tuple[list[bool], dict[str, float]]:
+def score_results(images: torch.Tensor, captions: list[str]) -> list[ScoreResult]:
+    """The world's scorer on each image against its caption (each result keeps what the parser read)."""
+    return [score_image(to_pil(x), caption) for x, caption in zip(images, captions)]
+
+
+def verdicts_and_skills(results: list[ScoreResult]) -> tuple[list[bool], dict[str, float]]:
+    """Each result's verdict, and the accuracy per skill tag."""
     verdicts, by_skill = [], {}
-    for x, caption in zip(images, captions):
-        result = score_image(to_pil(x), caption)
+    for result in results:
         verdicts.append(result.correct)
         for tag in result.skills:
             by_skill.setdefault(tag, []).append(result.correct)
     return verdicts, {t: sum(v) / len(v) for t, v in by_skill.items()}
+
+
+def score(images: torch.Tensor, captions: list[str]) -> tuple[list[bool], dict[str, float]]:
+    return verdicts_and_skills(score_results(images, captions))
 
 
 def attributes(images: torch.Tensor, scenes: list) -> dict[str, float]:
@@ -98,12 +107,12 @@ def first_failure(parsed, scene) -> str:
     return "other"
 
 
-def failure_kinds(images: torch.Tensor, scenes: list, verdicts: list[bool]) -> dict[str, dict[str, float]]:
+def failure_kinds(results: list[ScoreResult], scenes: list) -> dict[str, dict[str, float]]:
     """Per scene form (single, pair, list, count) and over all: the share of images called correct, and the share
-    wrong for each of FAILURES (first_failure), which together with it sum to 1."""
+    wrong for each of FAILURES (first_failure, on what the scorer's parser read), which together sum to 1."""
     tally: dict[str, dict[str, int]] = {}
-    for x, scene, ok in zip(images, scenes, verdicts):
-        kind = "correct" if ok else first_failure(parse_image(to_pil(x)), scene)
+    for result, scene in zip(results, scenes):
+        kind = "correct" if result.correct else first_failure(result.parsed, scene)
         for group in (scene.form, "all"):
             counts = tally.setdefault(group, dict.fromkeys(("correct",) + FAILURES, 0) | {"n": 0})
             counts[kind] += 1

@@ -37,7 +37,7 @@ from unclip.decoder import load_decoder
 from unclip.decoder.train import decoder_conditioning
 from unclip.samplers import SAMPLERS
 from unclip.world import ShapesDataset
-from decoder import FAILURES, batches, failure_kinds, score
+from decoder import FAILURES, batches, failure_kinds, score_results, verdicts_and_skills
 from report import write_report
 
 DEFAULT_SETTINGS = ("ddim:25", "ddim:25:threshold=none", "ddim:25:eta=1", "ddpm:25", "dpm++:25", "dpm++:15",
@@ -119,11 +119,12 @@ def main() -> None:
                                                 **caption, **kwargs)
                                  for k, (z_i, caption) in enumerate(conditions)])
             seconds = (time.perf_counter() - started) / args.n
-            verdicts, skills = score(out, captions)
+            results = score_results(out, captions)
+            verdicts, skills = verdicts_and_skills(results)
             if reference is None:  # the first row is what every row's gain is paired against
                 reference = verdicts
             gain, se = paired_gain(verdicts, reference)
-            kinds = failure_kinds(out, scenes, verdicts)
+            kinds = failure_kinds(results, scenes)
             rows.append({"decoder": path, "setting": text, **kwargs, "correct": sum(verdicts) / len(verdicts),
                          "gain_vs_first": gain, "gain_se": se, "skills": skills, "failures": kinds,
                          "seconds_per_image": seconds})

@@ -15,9 +15,10 @@ from decoder import first_failure  # noqa: E402
 def _pair_of_different_shapes_and_colours():
     for index in range(200):
         scene = sample_scene("test", index)
-        a, b = scene.objects[:2] if len(scene.objects) == 2 else (None, None)
-        if scene.form == "pair" and a.colour != b.colour and a.shape != b.shape:
-            return scene
+        if scene.form == "pair":
+            a, b = scene.objects
+            if a.colour != b.colour and a.shape != b.shape:
+                return scene
     raise AssertionError("no such scene in the first 200 test scenes")
 
 
