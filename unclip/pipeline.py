@@ -136,14 +136,16 @@ class UnCLIP:
         self.config = config or PipelineConfig()
         self.source: str | None = None  # the directory it was loaded from, if any
         unet, encoder = decoder.config.unet, decoder.config.caption_encoder
+        reader = encoder or decoder.config.caption_adapter  # whichever reads the token ids, if any
         states_width = None if encoder is not None else unet.text_width  # what it needs from the CLIP's text tower
         if unet.clip_dim not in (None, clip.config.embed_dim) or states_width not in (None, clip.config.text_width):
             raise ValueError(f"the decoder expects z_i of {unet.clip_dim} and token states of {unet.text_width}, the "
                              f"CLIP gives {clip.config.embed_dim} and {clip.config.text_width}")
-        if encoder is not None and (encoder.vocab_size < clip.tokenizer.vocab_size
-                                    or encoder.context_length < clip.config.context_length):
-            raise ValueError(f"the decoder's caption encoder reads {encoder.vocab_size} token ids in a context of "
-                             f"{encoder.context_length}; the CLIP's tokenizer writes {clip.tokenizer.vocab_size} in "
+        if reader is not None and (reader.vocab_size < clip.tokenizer.vocab_size
+                                   or reader.context_length < clip.config.context_length):
+            kind = "encoder" if encoder is not None else "adapter"
+            raise ValueError(f"the decoder's caption {kind} reads {reader.vocab_size} token ids in a context of "
+                             f"{reader.context_length}; the CLIP's tokenizer writes {clip.tokenizer.vocab_size} in "
                              f"{clip.config.context_length}")
         if unet.clip_dim is None and (prior is not None or ar_prior is not None):
             raise ValueError("the decoder reads the caption alone (a GLIDE-style decoder): it takes no prior")

@@ -154,8 +154,9 @@ def _stage_from_dict(cls, data: dict):
         data["unet"] = UNetConfig.from_dict(data["unet"])
     if "diffusion" in data:
         data["diffusion"] = DiffusionConfig.from_dict(data["diffusion"])
-    if data.get("caption_encoder") is not None:
-        data["caption_encoder"] = CaptionEncoderConfig.from_dict(data["caption_encoder"])
+    for name in ("caption_encoder", "caption_adapter"):
+        if data.get(name) is not None:
+            data[name] = CaptionEncoderConfig.from_dict(data[name])
     return cls(**data)
 
 
@@ -172,9 +173,19 @@ class DecoderConfig:
     # GLIDE's text transformer, owned and trained by the decoder (unCLIP §2.1 reads its outputs); None: the
     # caption arrives as the frozen CLIP's token states. Its width must be unet.text_width.
     caption_encoder: CaptionEncoderConfig | None = None
+    # A caption encoder beside the CLIP instead of in its place (caption_encoder.CaptionAdapter): it reads the token
+    # ids and the CLIP's token states and adds its output to those states, from zero. Its width must be
+    # unet.text_width; a decoder has one of caption_encoder and caption_adapter at most.
+    caption_adapter: CaptionEncoderConfig | None = None
 
     def __post_init__(self):
         _check_variance(self.unet, self.diffusion)
+        if self.caption_encoder is not None and self.caption_adapter is not None:
+            raise ValueError("a decoder reads its own caption encoder's states or the CLIP's with an adapter, not "
+                             "both: set caption_encoder or caption_adapter")
+        if self.caption_adapter is not None and self.caption_adapter.width != self.unet.text_width:
+            raise ValueError(f"the caption adapter is {self.caption_adapter.width} wide but unet.text_width is "
+                             f"{self.unet.text_width}: it adds to the CLIP's token states the UNet reads")
         if self.caption_encoder is not None and self.caption_encoder.width != self.unet.text_width:
             raise ValueError(f"the caption encoder is {self.caption_encoder.width} wide but unet.text_width is "
                              f"{self.unet.text_width}: the UNet reads the encoder's states")
@@ -194,7 +205,8 @@ class DecoderConfig:
     def to_dict(self) -> dict:
         return {"unet": self.unet.to_dict(), "diffusion": self.diffusion.to_dict(),
                 "p_drop_image": self.p_drop_image, "p_drop_text": self.p_drop_text} | (
-            {} if self.caption_encoder is None else {"caption_encoder": self.caption_encoder.to_dict()})
+            {} if self.caption_encoder is None else {"caption_encoder": self.caption_encoder.to_dict()}) | (
+            {} if self.caption_adapter is None else {"caption_adapter": self.caption_adapter.to_dict()})
 
     @classmethod
     def from_dict(cls, data: dict) -> DecoderConfig:

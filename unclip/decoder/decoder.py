@@ -16,7 +16,7 @@ from torch import nn
 
 from ..diffusion import GaussianDiffusion, ModelFn, classifier_free_guidance, dropout_mask
 from ..samplers import SAMPLERS
-from .caption_encoder import CaptionEncoder
+from .caption_encoder import CaptionAdapter, CaptionEncoder
 from .config import DecoderConfig
 from .unet import UNet
 
@@ -59,23 +59,33 @@ class Decoder(nn.Module):
         self.net = UNet(cfg.unet)
         self.diffusion = GaussianDiffusion(cfg.diffusion)
         self.caption_encoder = None if cfg.caption_encoder is None else CaptionEncoder(cfg.caption_encoder)
+        self.caption_adapter = None if cfg.caption_adapter is None else CaptionAdapter(cfg.caption_adapter)
 
     def caption_inputs(self, tokens: torch.Tensor, *, clip) -> dict[str, torch.Tensor]:
         """What this decoder reads for captions given as CLIP token ids (B, T): the ids themselves when it has its
-        own caption encoder (GLIDE §2.2), else the frozen CLIP's token states and mask; nothing without a caption
-        input. Spread into loss / denoiser / sample: `decoder.sample(image_embedding=z_i, **inputs)`."""
+        own caption encoder (GLIDE §2.2), else the frozen CLIP's token states and mask, and the ids as well for a
+        caption adapter; nothing without a caption input. Spread into loss / denoiser / sample:
+        `decoder.sample(image_embedding=z_i, **inputs)`."""
         if self.config.unet.text_width is None:
             return {}
         if self.caption_encoder is not None:
             return {"tokens": tokens}
         with torch.no_grad():
             states, mask = clip.encode_text_sequence(tokens)
-        return {"text_states": states, "text_mask": mask}
+        return {"text_states": states, "text_mask": mask} | ({} if self.caption_adapter is None else {"tokens": tokens})
 
     def _caption(self, text_states: torch.Tensor | None, text_mask: torch.Tensor | None,
                  tokens: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The token states (B, T, W) and mask (B, T) the UNet reads: the caption encoder's outputs for `tokens`,
-        or the CLIP states given, whichever kind this decoder takes."""
+        or the CLIP states given, whichever kind this decoder takes (with a caption adapter: those states with the
+        adapter's output for `tokens` added)."""
+        if self.caption_adapter is not None:
+            if text_states is None and tokens is None:
+                return None, text_mask
+            if text_states is None or text_mask is None or tokens is None:
+                raise ValueError("this decoder reads the CLIP's token states through a caption adapter: pass "
+                                 "text_states, text_mask and the tokens they encode (Decoder.caption_inputs)")
+            return self.caption_adapter(tokens, text_states, text_mask), text_mask
         if self.caption_encoder is None:
             if tokens is not None:
                 raise ValueError("this decoder reads the CLIP's token states (text_states), not token ids: it has no "
