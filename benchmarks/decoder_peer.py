@@ -100,10 +100,12 @@ def comparable(config) -> bool:
     return isinstance(config, DecoderConfig) and config.unet.clip_dim is not None and config.caption_encoder is None
 
 
-def unclip_config(preset: str, *, model_channels: int | None = None) -> DecoderConfig:
+def unclip_config(preset: str, *, model_channels: int | None = None, channels_last: bool = False) -> DecoderConfig:
     """The decoder of RECIPES[preset]: 32 px, z_i 64, token states 128, v-prediction, zero terminal SNR; with
-    `model_channels`, at that base width instead, its heads as wide in proportion (the same number of heads)."""
+    `model_channels`, at that base width instead, its heads as wide in proportion (the same number of heads); with
+    `channels_last`, its convolutions in NHWC (`unclip train --channels-last`)."""
     config = RECIPES[preset].model
+    config = config.with_(unet=config.unet.with_(channels_last=channels_last))
     if not comparable(config):
         raise SystemExit(f"--preset {preset!r} is not a decoder on z_i and CLIP token states")
     if model_channels is not None:
@@ -230,7 +232,8 @@ def forward_gflops_per_image(side) -> float:
 
 
 def build(which: str, args, dp=None, dim: int | None = None):
-    sizes = dict(config=unclip_config(args.preset, model_channels=args.model_channels), batch=args.batch,
+    sizes = dict(config=unclip_config(args.preset, model_channels=args.model_channels,
+                                      channels_last=args.channels_last), batch=args.batch,
                  sample_batch=args.sample_batch, sample_steps=args.sample_steps)
     return UnclipSide(**sizes) if which == "unclip" else PeerSide(dp, dim=dim, **sizes)
 
@@ -269,6 +272,8 @@ def measure_memory(which: str, args, dim: int | None) -> dict:
            "--sample-steps", str(args.sample_steps)]
     if args.model_channels is not None:
         cmd += ["--model-channels", str(args.model_channels)]
+    if args.channels_last:
+        cmd += ["--channels-last"]
     if dim is not None:
         cmd += ["--peer-dim", str(dim)]
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads)}
@@ -291,6 +296,9 @@ def main() -> None:
                         help="unclip's base width instead of the preset's (heads widened with it), to match a peer "
                              "that cannot be made as small: 24 at tiny-16-rb1 gives 1.40M parameters against the "
                              "1.39M of the peer's smallest Unet (dim 8)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="unclip's UNet with its convolutions in NHWC (`unclip train --channels-last`); the peer "
+                        "runs as its own code does")
     parser.add_argument("--batch", type=int, default=32, help="training batch (default: 32, RECIPES['tiny'])")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per model (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps per model first (default: 2)")

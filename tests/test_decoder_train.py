@@ -113,6 +113,32 @@ def test_init_from_starts_a_run_from_saved_weights_and_refuses_another_config(tm
                                     progress=False, init_from=tmp_path / "narrow")
 
 
+def test_channels_last_fine_tunes_a_saved_model_of_either_layout_and_is_kept_for_resuming(tmp_path, monkeypatch):
+    """`--channels-last`: the UNet runs in NHWC and is saved so; its start may be an NCHW model (layout only)."""
+    _saved_micro_clip(tmp_path)
+    model = decoder_train.RECIPES["tiny"].model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,),
+                                                                      **UNET))
+    train = dataclasses.replace(decoder_train.RECIPES["tiny"].train, steps=2, batch_size=4, warmup_steps=1,
+                                hook_every=0, lr=1e-9)
+    monkeypatch.setitem(decoder_train.RECIPES, "tiny", decoder_train.DecoderRecipe(model=model, train=train))
+    run = dict(preset_name="tiny", clip_dir=tmp_path / "clip", progress=False)
+    plain = perturb(load_decoder(decoder_train.train_decoder(run_dir=tmp_path / "a", **run)))
+    decoder_train.save_decoder(tmp_path / "start", plain)
+    tuned = load_decoder(decoder_train.train_decoder(run_dir=tmp_path / "b", init_from=tmp_path / "start",
+                                                     channels_last=True, **run))
+    assert tuned.config.unet.channels_last and not plain.config.unet.channels_last
+    conv = next(m for m in tuned.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(torch.allclose(tuned.state_dict()[k], v, atol=1e-6) for k, v in plain.state_dict().items())
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 900])
+    z, text = torch.randn(2, plain.config.unet.clip_dim), torch.randn(2, 5, plain.config.unet.text_width)
+    with torch.no_grad():
+        same = [m.net(x, t, image_embedding=z, text_states=text) for m in (plain, tuned)]
+    assert torch.allclose(same[0], same[1], atol=1e-4)  # the same function, up to rounding
+    with pytest.raises(ValueError, match="another model config"):  # the run was begun in NHWC
+        decoder_train.train_decoder(run_dir=tmp_path / "b", init_from=tmp_path / "start", **run)
+
+
 def test_init_from_grows_a_z_i_mlp_onto_a_saved_decoder_without_changing_its_output(tmp_path):
     """UNetConfig.image_mlp_width may be added to a saved decoder (tiny-16-rb1-mlp-ft4): its last layer starts at
     zero, so the grown decoder computes what the saved one did, and training then moves the MLP."""

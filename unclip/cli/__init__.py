@@ -213,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "exact config, or one the preset grows: a z_i MLP added, wider levels) instead of random "
                        "ones, to fine-tune it; a grown model starts out computing what the saved one does; resuming "
                        "needs the same DIR")
+    train.add_argument("--channels-last", action="store_true",
+                       help="decoder and upsampler: run the UNet's convolutions in NHWC, saved with the model (1.10x "
+                       "the training and sampling speed at the shipped decoder's size on a 2-core CPU; only rounding "
+                       "changes; resuming needs the same flag)")
+    train.add_argument("--no-malloc-tuning", action="store_true",
+                       help="leave glibc's allocator at its defaults instead of keeping the memory each step frees "
+                       "for the next (which saves the kernel's page faults: 1.03x on a 2-core CPU)")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)

@@ -10,6 +10,10 @@ def _train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.no_malloc_tuning:  # keep freed memory for the next step (unclip/train/malloc.py); glibc only
+        from ..train.malloc import keep_freed_memory
+
+        keep_freed_memory()
     ctx = init_from_env()  # under torchrun: join the process group; otherwise rank 0 of 1
     device = f"cuda:{ctx.local_rank}" if args.device == "cuda" and ctx.enabled else args.device
     if args.stage == "all":
@@ -19,6 +23,8 @@ def _train(args) -> int:
         out = train_all(preset_name=preset, run_dir=args.run_dir, device=device)
     elif args.init_from and args.stage not in ("decoder", "upsampler"):
         raise SystemExit(f"unclip train {args.stage}: --init-from is for the decoder and the upsampler")
+    elif args.channels_last and args.stage not in ("decoder", "upsampler"):
+        raise SystemExit(f"unclip train {args.stage}: --channels-last is for the decoder and the upsampler")
     elif args.stage == "clip":
         from ..clip.train import train_clip
 
@@ -34,7 +40,7 @@ def _train(args) -> int:
         if args.stage == "decoder" and not args.clip:
             raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
         out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
-                            device=device, dist_ctx=ctx, init_from=args.init_from)
+                            device=device, dist_ctx=ctx, init_from=args.init_from, channels_last=args.channels_last)
     else:
         from ..prior.train import train_prior
 
