@@ -17,10 +17,12 @@ as shares of all images, per scene form.
 Given several decoders (`--decoder A B ...`), every setting runs on each, and the gains pair every row with the first
 decoder's first setting: two networks compared on the same scenes and seeds.
 
-A setting is SAMPLER:STEPS[:key=value ...] with keys eta, threshold (static|none), guidance and, for a
-self-conditioned decoder, estimate (carry: each step reads the step before's x0 estimate, the default; zeros: never,
-as the manipulations sample), e.g. `ddim:25:eta=1`, `dpm++:7:guidance=2`, `ddim:25:estimate=zeros`; defaults eta 0,
-static clipping, guidance --guidance.
+A setting is SAMPLER:STEPS[:key=value ...] with keys eta, threshold (static|none), guidance, for a
+self-conditioned decoder estimate (carry: each step reads the step before's x0 estimate, the default; zeros: never,
+as the manipulations sample), drops (what guidance's unconditional branch drops: both, the default, caption or
+image) and guide (a weaker decoder's directory: autoguidance, the scale applied to decoder - guide instead), e.g.
+`ddim:25:eta=1`, `dpm++:7:guidance=2`, `ddim:25:estimate=zeros`, `ddpm:7:guidance=3:guide=runs/g/model`; defaults
+eta 0, static clipping, guidance --guidance.
 """
 
 from __future__ import annotations
@@ -59,11 +61,15 @@ def parse_setting(text: str, *, guidance: float) -> dict:
             out["guidance_scale"] = float(value)
         elif key == "threshold" and value in ("static", "none"):
             out["threshold"] = None if value == "none" else value
+        elif key == "guide" and value:
+            out["guide"] = value
+        elif key == "drops" and value in ("both", "caption", "image"):
+            out["guidance_drops"] = value
         elif key == "estimate" and value in ("carry", "zeros"):
             out["carry_estimate"] = value == "carry"
         else:
             raise ValueError(f"setting {text!r}: unknown option {item!r} (eta=F, guidance=F, threshold=static|none, "
-                             "estimate=carry|zeros)")
+                             "estimate=carry|zeros, drops=both|caption|image, guide=DIR)")
     if out["eta"] and out["sampler"] != "ddim":
         raise ValueError(f"setting {text!r}: eta applies to ddim only")
     return out
@@ -99,7 +105,7 @@ def main() -> None:
         parser.error(str(error))
     torch.set_num_threads(args.threads)
     clip = load_clip(args.clip)
-    rows, reference = [], None
+    rows, reference, guides = [], None, {}
     print(f"{'decoder / setting':<44}{'correct':>9}{'vs row 1':>16}{'single':>8}{'counting':>10}{'relation':>10}"
           f"{'s/image':>9}   ({args.n} {args.split} images from true z_i + caption)")
     for path in args.decoder:
@@ -114,9 +120,11 @@ def main() -> None:
             scenes += [item[2] for item in items]
         for text, kwargs in zip(args.settings, settings):
             started = time.perf_counter()
+            sampling = kwargs | ({"guide": guides.setdefault(kwargs["guide"], load_decoder(kwargs["guide"]))}
+                                 if "guide" in kwargs else {})
             with torch.no_grad():
                 out = torch.cat([decoder.sample(image_embedding=z_i, generator=torch.Generator().manual_seed(k),
-                                                **caption, **kwargs)
+                                                **caption, **sampling)
                                  for k, (z_i, caption) in enumerate(conditions)])
             seconds = (time.perf_counter() - started) / args.n
             results = score_results(out, captions)

@@ -155,6 +155,67 @@ def test_guidance_is_uncond_plus_scale_times_difference_for_one_ddim_step():
     assert torch.allclose(sampled, direct.clamp(-1, 1), atol=1e-6)
 
 
+@pytest.mark.parametrize("drops, keep_image, keep_text", [("caption", True, False), ("image", False, True)])
+def test_guidance_drops_names_what_the_unconditional_branch_loses(drops, keep_image, keep_text):
+    decoder = Decoder(DecoderConfig(unet=SMALL))
+    _randomise(decoder)
+    decoder.eval()
+    _, _, z, states, mask = _inputs()
+    x_T = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    t = torch.full((4,), 500)
+    yes = torch.ones(4, dtype=torch.bool)
+    with torch.no_grad():
+        c = decoder.net(x_T, t, image_embedding=z, text_states=states, text_mask=mask, keep_image=yes, keep_text=yes)
+        u = decoder.net(x_T, t, image_embedding=z, text_states=states, text_mask=mask,
+                        keep_image=yes if keep_image else ~yes, keep_text=yes if keep_text else ~yes)
+        both = decoder.denoiser(image_embedding=z, text_states=states, text_mask=mask, guidance_scale=2.5)(x_T, t)
+        guided = decoder.denoiser(image_embedding=z, text_states=states, text_mask=mask, guidance_scale=2.5,
+                                  guidance_drops=drops)(x_T, t)
+    assert torch.allclose(guided, u + 2.5 * (c - u), atol=1e-5)
+    assert not torch.allclose(guided, both, atol=1e-3)  # a different branch from the default's
+
+
+def test_guidance_drops_refuses_unknown_names_and_inputs_the_decoder_lacks():
+    _, _, z, states, mask = _inputs()
+    decoder = Decoder(DecoderConfig(unet=SMALL))
+    with pytest.raises(ValueError, match="'text'"):
+        decoder.denoiser(image_embedding=z, text_states=states, text_mask=mask, guidance_drops="text")
+    image_only = Decoder(DecoderConfig(unet=SMALL.with_(text_width=None)))
+    with pytest.raises(ValueError, match="no caption input to drop"):
+        image_only.sample(image_embedding=z, steps=1, guidance_scale=2.0, guidance_drops="caption")
+
+
+def test_autoguidance_pushes_the_decoder_away_from_its_guide_given_the_whole_conditioning():
+    """guide + s * (decoder - guide), each given z_i and the caption (Karras et al. 2024); a self-conditioned guide
+    carries its own estimate, and a guide that does not fit is refused by name."""
+    decoder = _randomise(Decoder(DecoderConfig(unet=SMALL)), seed=0).eval()
+    guide_cfg = DecoderConfig(unet=SMALL.with_(model_channels=8, head_channels=8, self_condition=True))
+    guide = _randomise(Decoder(guide_cfg), seed=1).eval()
+    _, _, z, states, mask = _inputs()
+    x_T = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    t = torch.full((4,), 600)
+    yes = torch.ones(4, dtype=torch.bool)
+    cond = dict(image_embedding=z, text_states=states, text_mask=mask, keep_image=yes, keep_text=yes)
+    with torch.no_grad():
+        d, g = decoder.net(x_T, t, **cond), guide.net(x_T, t, **cond)
+        guided = decoder.denoiser(image_embedding=z, text_states=states, text_mask=mask, guidance_scale=2.5,
+                                  guide=guide)
+        assert torch.allclose(guided(x_T, t), g + 2.5 * (d - g), atol=1e-5)
+        # the guide's second call reads its own first x0 estimate (self-conditioning), as a lone guide's would
+        g2 = guide.net(x_T, t, **cond, self_cond=guide._estimate(g, x_T, t))
+        assert torch.allclose(guided(x_T, t), g2 + 2.5 * (d - g2), atol=1e-5)
+        one = decoder.sample(image_embedding=z, text_states=states, text_mask=mask, steps=[10], x_T=x_T,
+                             guidance_scale=1.0, guide=guide)
+        alone = decoder.sample(image_embedding=z, text_states=states, text_mask=mask, steps=[10], x_T=x_T)
+    assert torch.equal(one, alone)  # scale 1: the decoder alone
+    other = Decoder(DecoderConfig(unet=SMALL.with_(clip_dim=4)))
+    with pytest.raises(ValueError, match=r"z_i width \(8 here, 4 there\)"):
+        decoder.denoiser(image_embedding=z, text_states=states, text_mask=mask, guidance_scale=2.0, guide=other)
+    with pytest.raises(ValueError, match="no caption to drop|none to drop"):
+        decoder.denoiser(image_embedding=z, text_states=states, text_mask=mask, guidance_scale=2.0, guide=guide,
+                         guidance_drops="caption")
+
+
 def test_upsampler_trains_on_crops_and_samples_at_full_size():
     cfg = UpsamplerConfig(unet=SMALL_UP, low_res_size=16, crop_size=16, degradation="blur")
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from unclip.diffusion import (
-    DiffusionConfig, GaussianDiffusion, classifier_free_guidance, drop_condition, dropout_mask, make_schedule,
-    min_snr_weight, spaced_timesteps, target, threshold_x0, to_x0_eps,
+    DiffusionConfig, GaussianDiffusion, autoguidance, classifier_free_guidance, drop_condition, dropout_mask,
+    make_schedule, min_snr_weight, spaced_timesteps, target, threshold_x0, to_x0_eps,
 )
 from unclip.diffusion.likelihood import discretized_gaussian_log_likelihood, normal_kl
 
@@ -247,6 +247,30 @@ def test_classifier_free_guidance_combines_branches_in_one_batch():
     assert torch.equal(classifier_free_guidance(model, scale=1.0, cond=cond, uncond=uncond)(x, t), model(x, t, **cond))
     with pytest.raises(ValueError, match="different inputs"):
         classifier_free_guidance(model, scale=2.0, cond=cond, uncond={})
+
+
+def test_autoguidance_extrapolates_from_the_guide_and_skips_it_outside_the_interval():
+    calls = []
+
+    def model(x, t):
+        calls.append("model")
+        return torch.cat([x * 0 + 2.0, x * 0 + 7.0], dim=1)  # (B, 8): a mean, then variance channels
+
+    def guide(x, t):
+        calls.append("guide")
+        return torch.cat([x * 0 + 0.5, x * 0 - 1.0], dim=1)
+
+    x, t = torch.zeros(3, 4), torch.full((3,), 300)
+    out = autoguidance(model, guide, scale=3.0, guided_channels=4)(x, t)
+    assert torch.allclose(out[:, :4], torch.full((3, 4), 0.5 + 3 * 1.5)) and torch.allclose(out[:, 4:], torch.full(
+        (3, 4), 7.0))  # the variance channels are the model's
+    calls.clear()
+    fn = autoguidance(model, guide, scale=3.0, interval=(200, 600))
+    assert torch.allclose(fn(x, torch.full((3,), 700)), model(x, t)) and calls == ["model", "model"]  # guide not run
+    assert torch.allclose(fn(x, torch.tensor([100, 300, 700]))[:, 0], torch.tensor([2.0, 5.0, 2.0]))
+    assert torch.equal(autoguidance(model, guide, scale=1.0)(x, t), model(x, t))
+    with pytest.raises(ValueError, match="-1"):
+        autoguidance(model, guide, scale=-1)
 
 
 def test_guidance_interval_guides_only_the_steps_inside_and_runs_one_branch_outside():

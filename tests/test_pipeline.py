@@ -405,3 +405,57 @@ def test_pick_best_and_clip_scores_known_answers(pipe):
     assert torch.allclose(clip_scores(pipe.clip, images, z_t), expected, atol=1e-6)
     with pytest.raises(ValueError, match="2 images but 1 text embeddings"):
         clip_scores(pipe.clip, images, z_t[:1])
+
+
+def test_a_decoder_guide_travels_with_the_pipeline_and_guides_generation_only_when_asked(pipe, tmp_path):
+    """Autoguidance (Karras et al. 2024): a weaker decoder stage saved and loaded with the pipeline; generation with
+    config.autoguidance draws guide + s * (decoder - guide); the manipulations keep classifier-free guidance."""
+    from unclip.clip import save_clip
+    from unclip.decoder import save_decoder
+
+    base = pipe.config.with_(candidates=1)
+    guide = perturb(Decoder(DecoderConfig(unet=pipe.decoder.config.unet.with_(model_channels=8, head_channels=8),
+                                          diffusion=V)), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match="no decoder_guide stage"):
+        UnCLIP(clip=pipe.clip, decoder=pipe.decoder, prior=pipe.prior, config=base.with_(autoguidance=True))
+    guided = UnCLIP(clip=pipe.clip, decoder=pipe.decoder, prior=pipe.prior, decoder_guide=guide,
+                    config=base.with_(autoguidance=True))
+    guided.save_pretrained(tmp_path / "model")
+    back = UnCLIP.from_pretrained(tmp_path / "model")
+    assert back.config.autoguidance and back.decoder_guide is not None
+    assert all(torch.equal(back.decoder_guide.state_dict()[k], v) for k, v in guide.state_dict().items())
+
+    captions = ["a red circle", "two blue squares"]
+    seeded = lambda p: np.stack([np.asarray(im) for im in p(captions, seed=3, upsample=False)])  # noqa: E731
+    plain = UnCLIP(clip=pipe.clip, decoder=pipe.decoder, prior=pipe.prior, config=base)
+    z_i = guided.image_embeddings(captions, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        manual = pipe.decoder.sample(image_embedding=z_i, **pipe.decoder.caption_inputs(guided.tokens(captions),
+                                                                                         clip=pipe.clip),
+                                     steps=base.decoder.steps, sampler=base.decoder.sampler,
+                                     guidance_scale=base.decoder.guidance_scale, guide=guide,
+                                     generator=torch.Generator().manual_seed(1))
+        through = guided.decode(z_i, captions=captions, generator=torch.Generator().manual_seed(1),
+                                autoguidance=True)
+    assert torch.equal(manual, through)
+    assert not np.array_equal(seeded(guided), seeded(plain))
+    guided.config = base  # autoguidance off: the guide stage is there but unused
+    assert np.array_equal(seeded(guided), seeded(plain))
+
+    # the CLI turns it on and off, and refuses it for a pipeline without the stage
+    parser = cli.build_parser()
+    args = parser.parse_args(["generate", "a red circle", "--out", "x", "--model", str(tmp_path / "model"),
+                              "--no-autoguidance"])
+    assert cli._pipeline(args).config.autoguidance is False
+    plain.save_pretrained(tmp_path / "plain")
+    args = parser.parse_args(["generate", "a red circle", "--out", "x", "--model", str(tmp_path / "plain"),
+                              "--autoguidance"])
+    with pytest.raises(SystemExit, match="no decoder_guide stage"):
+        cli._pipeline(args)
+    # unclip assemble --decoder-guide writes a pipeline that guides by it
+    save_clip(tmp_path / "c", pipe.clip)
+    save_decoder(tmp_path / "d", pipe.decoder)
+    save_decoder(tmp_path / "g", guide)
+    assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d"),
+                     "--decoder-guide", str(tmp_path / "g"), "--out", str(tmp_path / "asm")]) == 0
+    assert UnCLIP.from_pretrained(tmp_path / "asm").config.autoguidance

@@ -4,6 +4,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from unclip import train_all as ta
@@ -22,7 +23,8 @@ def _short(train, **kw):
     return dataclasses.replace(train, steps=2, batch_size=4, checkpoint_every=1, warmup_steps=1, **kw)
 
 
-def test_train_all_then_rerun(tmp_path, monkeypatch):
+def _micro_recipes(monkeypatch) -> None:
+    """Two-step recipes named "micro" for every stage (and "micro-up" for the upsampler)."""
     c = clip_train.RECIPES["tiny"]
     monkeypatch.setitem(clip_train.RECIPES, "micro", clip_train.CLIPRecipe(
         model=c.model.with_(image_size=16, vision_layers=1, text_layers=1), train=_short(c.train), negatives=1))
@@ -42,6 +44,10 @@ def test_train_all_then_rerun(tmp_path, monkeypatch):
         train=_short(u.train, hook_every=0)))
     monkeypatch.setitem(decoder_train.STAGE_OF, "micro", "decoder")
     monkeypatch.setitem(decoder_train.STAGE_OF, "micro-up", "upsampler")
+
+
+def test_train_all_then_rerun(tmp_path, monkeypatch):
+    _micro_recipes(monkeypatch)
     monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
                                                                decoder="micro", upsamplers=("micro-up",),
                                                                sampling=ta.PipelineConfig(), decoder_steps=1,
@@ -71,6 +77,31 @@ def test_train_all_then_rerun(tmp_path, monkeypatch):
                                                             "pipeline", "prior", "upsampler"]
 
 
+def test_train_all_keeps_an_earlier_step_of_the_decoder_as_its_guide(tmp_path, monkeypatch):
+    """decoder_guide_steps: the first decoder run's weights at that step guide the shipped one (autoguidance)."""
+    _micro_recipes(monkeypatch)
+    sampling = ta.PipelineConfig(autoguidance=True)
+    monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
+                                                               decoder="micro", upsamplers=("micro-up",),
+                                                               sampling=sampling, decoder_guide_steps=1))
+    out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)
+    guide, decoder = (load_decoder(tmp_path / name / "model" if name == "decoder" else tmp_path / name).state_dict()
+                      for name in ("decoder-guide", "decoder"))
+    assert any(not torch.equal(guide[k], decoder[k]) for k in guide)  # step 1 and step 2 differ
+    assert max(p.name for p in (tmp_path / "decoder" / "checkpoints").iterdir()) == "step-00000002"
+    pipe = UnCLIP.from_pretrained(out)
+    assert pipe.config.autoguidance
+    assert all(torch.equal(v.float(), guide[k].half().float()) for k, v in pipe.decoder_guide.state_dict().items())
+    ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)  # a rerun keeps it
+    again = load_decoder(tmp_path / "decoder-guide").state_dict()
+    assert all(torch.equal(guide[k], again[k]) for k in guide)
+    # a decoder run past the guide's step, its guide never kept, cannot make one
+    import shutil
+    shutil.rmtree(tmp_path / "decoder-guide")
+    with pytest.raises(ValueError, match="at step 2, past the guide's step 1"):
+        ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)
+
+
 def test_shipped_model_matches_its_preset():
     """models/shapes-tiny is what `unclip train all --preset shapes-tiny` makes: same decoder recipe, same sampling."""
     shipped = Path(__file__).resolve().parents[1] / "models" / "shapes-tiny"
@@ -82,6 +113,10 @@ def test_shipped_model_matches_its_preset():
     # grown from it (grow.py: only GROWABLE fields differ), trained with the same or other training-only settings
     assert preset.decoder_finetunes
     assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder_finetunes[-1]].model
+    # its guide is the first decoder run at an earlier step: that recipe's architecture
+    guide = json.loads((shipped / "decoder_guide" / "decoder_config.json").read_text())
+    assert preset.decoder_guide_steps and record["stages"]["decoder_guide"]
+    assert DecoderConfig.from_dict(guide["config"]) == decoder_train.RECIPES[preset.decoder].model
     chain = [decoder_train.RECIPES[name].model for name in (preset.decoder, *preset.decoder_finetunes)]
     for before, after in zip(chain, chain[1:]):
         mine, theirs = decoder_train._model_config(after), decoder_train._model_config(before)

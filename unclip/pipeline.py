@@ -69,7 +69,12 @@ class PipelineConfig:
 
     manipulation_steps: the DDIM steps of the manipulations' inversion and decode (unclip/manipulate.py), where
     they should differ from the decoder's (a pipeline that samples with few solver steps still inverts with
-    enough); None: the decoder's steps."""
+    enough); None: the decoder's steps.
+
+    autoguidance: generation guides the decoder by the pipeline's guide decoder (`decoder_guide`, a weaker decoder of
+    the same images) instead of classifier-free guidance: guide + s * (decoder - guide), s the decoder's
+    guidance_scale (Karras et al. 2024; Decoder.denoiser). The manipulations keep classifier-free guidance, which
+    their DDIM inversion retraces."""
 
     prior_kind: str = "diffusion"  # the default route: diffusion | ar | text-embedding | none
     prior: StageSampling = StageSampling(sampler="dpm++", steps=8, guidance_scale=1.0)
@@ -81,6 +86,7 @@ class PipelineConfig:
     decoder: StageSampling = StageSampling(sampler="dpm++", steps=13, guidance_scale=3.0)
     upsampler: StageSampling = StageSampling(sampler="ddim", steps=27, guidance_scale=1.0)
     manipulation_steps: int | None = None
+    autoguidance: bool = False
     notes: dict = field(default_factory=dict)  # free text: where and how the stages were trained
 
     def __post_init__(self):
@@ -128,12 +134,15 @@ def _halve(path: Path) -> None:
 class UnCLIP:
     def __init__(self, *, clip: CLIP, decoder: Decoder, prior: DiffusionPrior | None = None,
                  ar_prior: ARPrior | None = None, upsamplers: Sequence[Upsampler] = (),
-                 config: PipelineConfig | None = None):
+                 config: PipelineConfig | None = None, decoder_guide: Decoder | None = None):
         if clip.tokenizer is None:
             raise ValueError("the pipeline's CLIP needs its tokenizer attached")
         self.clip, self.decoder, self.prior, self.ar_prior = clip.eval(), decoder.eval(), prior, ar_prior
         self.upsamplers = [u.eval() for u in upsamplers]
+        self.decoder_guide = None if decoder_guide is None else decoder_guide.eval()
         self.config = config or PipelineConfig()
+        if decoder_guide is not None:
+            decoder._check_guide(decoder_guide)
         self.source: str | None = None  # the directory it was loaded from, if any
         unet, encoder = decoder.config.unet, decoder.config.caption_encoder
         reader = encoder or decoder.config.caption_adapter  # whichever reads the token ids, if any
@@ -153,11 +162,17 @@ class UnCLIP:
             if p is not None and p.config.embed_dim != clip.config.embed_dim:
                 raise ValueError(f"a prior of embed_dim {p.config.embed_dim} does not fit a CLIP of "
                                  f"{clip.config.embed_dim}")
+        self._check_autoguidance()
         size = decoder.config.image_size
         for i, up in enumerate(self.upsamplers):
             if up.config.low_res_size != size:
                 raise ValueError(f"upsampler {i + 1} takes {up.config.low_res_size} px, the stage before gives {size}")
             size = up.config.image_size
+
+    def _check_autoguidance(self) -> None:
+        if self.config.autoguidance and self.decoder_guide is None:
+            raise ValueError("the pipeline config asks for autoguidance, but the pipeline has no decoder_guide stage "
+                             "(unclip assemble --decoder-guide DIR)")
 
     # ----- files --------------------------------------------------------------------------------------
     @classmethod
@@ -176,7 +191,9 @@ class UnCLIP:
                    decoder=load_decoder(directory / "decoder", device=device),
                    prior=load_prior(directory / "prior", device=device) if stages.get("prior") else None,
                    ar_prior=load_prior(directory / "ar_prior", device=device) if stages.get("ar_prior") else None,
-                   upsamplers=ups, config=PipelineConfig.from_dict(record["config"]))
+                   upsamplers=ups, config=PipelineConfig.from_dict(record["config"]),
+                   decoder_guide=load_decoder(directory / "decoder_guide", device=device)
+                   if stages.get("decoder_guide") else None)
         pipe.source = str(directory)
         return pipe
 
@@ -190,6 +207,8 @@ class UnCLIP:
             save_prior(directory / "prior", self.prior)
         if self.ar_prior is not None:
             save_prior(directory / "ar_prior", self.ar_prior)
+        if self.decoder_guide is not None:
+            save_decoder(directory / "decoder_guide", self.decoder_guide)
         names = [f"upsampler{i + 1}" for i in range(len(self.upsamplers))]
         for name, up in zip(names, self.upsamplers):
             save_decoder(directory / name, up)
@@ -198,12 +217,12 @@ class UnCLIP:
                 _halve(path)
         record = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                   "stages": {"prior": self.prior is not None, "ar_prior": self.ar_prior is not None,
-                             "upsamplers": names}}
+                             "upsamplers": names} | ({"decoder_guide": True} if self.decoder_guide else {})}
         (directory / "pipeline.json").write_text(json.dumps(record, indent=1))
         return directory
 
     def to(self, device: str | torch.device) -> UnCLIP:
-        for module in (self.clip, self.decoder, self.prior, self.ar_prior, *self.upsamplers):
+        for module in (self.clip, self.decoder, self.decoder_guide, self.prior, self.ar_prior, *self.upsamplers):
             if module is not None:
                 module.to(device)
         return self
@@ -263,11 +282,12 @@ class UnCLIP:
     def decode(self, image_embedding: torch.Tensor | None, *, captions: Sequence[str] | None = None,
                generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
                guidance_scale: float | None = None, steps: int | None = None,
-               sampler: str | None = None, carry_estimate: bool = True) -> torch.Tensor:
+               sampler: str | None = None, carry_estimate: bool = True, autoguidance: bool = False) -> torch.Tensor:
         """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the captions (read as the decoder reads them:
         the CLIP's token states, or its own caption encoder's); without captions it decodes z_i alone. The sampler
         is the pipeline's, or DDIM when eta > 0 (the only one of them with an eta). `carry_estimate`: see
-        Decoder.denoiser (self-conditioned decoders only)."""
+        Decoder.denoiser (self-conditioned decoders only). `autoguidance`: guide by the pipeline's decoder_guide
+        instead of classifier-free guidance (generation does where config.autoguidance says so)."""
         cfg = self.config.decoder
         caption = {} if captions is None else self.decoder.caption_inputs(self.tokens(captions), clip=self.clip)
         return self.decoder.sample(image_embedding=image_embedding, **caption,
@@ -275,7 +295,12 @@ class UnCLIP:
                                    eta=eta,
                                    guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
                                    generator=generator, x_T=x_T, carry_estimate=carry_estimate,
-                                   guidance_interval=cfg.guidance_interval)
+                                   guidance_interval=cfg.guidance_interval, guide=self._guide(autoguidance))
+
+    def _guide(self, autoguidance: bool) -> Decoder | None:
+        if autoguidance and self.decoder_guide is None:
+            raise ValueError("autoguidance needs the pipeline's decoder_guide stage, which this pipeline lacks")
+        return self.decoder_guide if autoguidance else None
 
     @torch.no_grad()
     def upsample(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -308,7 +333,8 @@ class UnCLIP:
         batch = [c for c in captions for _ in range(num_images * k)]  # caption-major, then image, then candidate
         generator = torch.Generator(self.device).manual_seed(seed)
         z_i = self.image_embeddings(batch, prior=prior, generator=generator)
-        decoded = self.decode(z_i, captions=batch, generator=generator)  # (B * K, 3, S, S)
+        decoded = self.decode(z_i, captions=batch, generator=generator,
+                              autoguidance=self.config.autoguidance)  # (B * K, 3, S, S)
         if k > 1:  # each caption's z_t once, repeated for its images and their candidates
             z_t = self.text_conditioning(captions)[0].repeat_interleave(num_images * k, dim=0)
             decoded = decoded[pick_best(clip_scores(self.clip, decoded, z_t), candidates=k)]

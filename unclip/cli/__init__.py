@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("--prior", default=None, help="diffusion prior directory")
     asm.add_argument("--ar-prior", default=None, help="autoregressive prior directory")
     asm.add_argument("--upsampler", action="append", default=[], help="upsampler directory (repeat, in order)")
+    asm.add_argument("--decoder-guide", default=None, metavar="DIR",
+                     help="a weaker decoder of the same images and inputs to guide the decoder with (autoguidance, "
+                     "Karras et al. 2024), on by default in the pipeline written")
     asm.add_argument("--out", required=True, help="pipeline directory to write")
     asm.add_argument("--full-precision", action="store_true", help="keep float32 weights")
     asm.set_defaults(run=_assemble)
@@ -197,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--init-from), tiny-16-rb1-sc-focus7-ft6 and -focus7-cap20-ft6 (a seventh for the focused "
                        "sixth, the second with 20%% caption dropout: with --init-from), -focus7-ft7 and "
                        "-focus7-cap20-ft7 (an eighth for each; the second is shapes-tiny's), -focus7-cap20-ft8 (a "
-                       "ninth, no better); "
+                       "ninth, no better), tiny-8-rb1-guide and tiny-16-rb1-guide (weak decoders trained to guide "
+                       "the shipped one by autoguidance; the shipped guide is tiny-16-rb1 at step 20,000); "
                        "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
     train.add_argument("--clip", default=None, metavar="DIR",

@@ -60,6 +60,10 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
                             help="guide only the decoder steps whose t / (T - 1) lies in [LO, HI], the others reading "
                             "the conditional branch alone at half the cost (Kynkäänniemi et al. 2024); 0 1 guides "
                             "every step (default: the pipeline's)")
+        parser.add_argument("--autoguidance", action=argparse.BooleanOptionalAction, default=None,
+                            help="guide the decoder by the pipeline's weaker guide decoder instead of classifier-free "
+                            "guidance, --guidance weighing decoder - guide (Karras et al. 2024; needs a pipeline with "
+                            "a decoder_guide stage; default: the pipeline's)")
     else:
         parser.add_argument("--guidance", type=float, default=None,
                             help="decoder guidance of the manipulation's decode (default: 1, unguided like the DDIM "

@@ -47,6 +47,11 @@ def _pipeline(args):
     if getattr(args, "guidance_interval", None) is not None:
         changes["decoder"] = replace(changes.get("decoder", cfg.decoder),
                                      guidance_interval=tuple(args.guidance_interval))
+    if getattr(args, "autoguidance", None) is not None:
+        if args.autoguidance and pipe.decoder_guide is None:
+            raise SystemExit(f"--autoguidance: {model} has no decoder_guide stage to guide the decoder with "
+                             "(unclip assemble --decoder-guide DIR adds one)")
+        changes["autoguidance"] = args.autoguidance
     pipe.config = cfg.with_(**changes)
     return pipe
 
@@ -149,7 +154,8 @@ def _assemble(args) -> int:
                   prior=load_prior(args.prior) if args.prior else None,
                   ar_prior=load_prior(args.ar_prior) if args.ar_prior else None,
                   upsamplers=[load_decoder(d) for d in args.upsampler],
-                  config=PipelineConfig(prior_kind=default_kind))
+                  decoder_guide=load_decoder(args.decoder_guide) if args.decoder_guide else None,
+                  config=PipelineConfig(prior_kind=default_kind, autoguidance=bool(args.decoder_guide)))
     out = pipe.save_pretrained(args.out, half=not args.full_precision)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")

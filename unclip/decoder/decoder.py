@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..diffusion import GaussianDiffusion, ModelFn, classifier_free_guidance, dropout_mask
+from ..diffusion import GaussianDiffusion, ModelFn, autoguidance, classifier_free_guidance, dropout_mask
 from ..samplers import SAMPLERS
 from .caption_encoder import CaptionAdapter, CaptionEncoder
 from .config import DecoderConfig
@@ -132,11 +132,20 @@ class Decoder(nn.Module):
     def denoiser(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
                  text_mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
                  guidance_scale: float = 1.0, carry_estimate: bool = True,
-                 guidance_interval: tuple[float, float] | None = None) -> ModelFn:
+                 guidance_interval: tuple[float, float] | None = None, guidance_drops: str = "both",
+                 guide: "Decoder | None" = None) -> ModelFn:
         """The guided model_fn(x_t, t) for this conditioning: uncond + s * (cond - uncond) (Ho & Salimans 2021),
         the unconditional branch having both z_i and the caption replaced by their null embeddings. Without
         caption both branches read the null caption (unCLIP §3's variations decode z_i alone). The caption
         encoder, if any, runs once here, not at every step.
+
+        `guidance_drops` names what the unconditional branch drops: "both" (the default, as above), "caption"
+        (it keeps z_i, so guidance pushes along the caption alone) or "image" (it keeps the caption). Training drops
+        the two independently, so all three branches are ones the network has seen.
+
+        `guide`, a weaker decoder of the same images, schedule and conditioning (a smaller one trained briefly, e.g.
+        the "tiny-8-rb1-guide" recipe), replaces the unconditional branch: guide + s * (self - guide), both given the
+        whole conditioning (autoguidance, Karras et al. 2024; diffusion.autoguidance).
 
         `guidance_interval` (lo, hi) in [0, 1]: guide only the steps whose t / (T - 1) lies in it, the others
         reading the conditional branch alone at half the cost (Kynkäänniemi et al. 2024); None guides every step.
@@ -146,6 +155,7 @@ class Decoder(nn.Module):
         `sample` starts afresh. carry_estimate=False feeds zeros at every call instead (also seen in training): a
         function of (x_t, t) alone, which DDIM inversion needs to be retraced by the sampler (manipulate.py)."""
         cfg = self.config.unet
+        raw_states, raw_mask = text_states, text_mask  # what a guide decoder reads, through its own caption path
         text_states, text_mask = self._caption(text_states, text_mask, tokens)
         cond = {k: v for k, v in dict(image_embedding=image_embedding, text_states=text_states,
                                       text_mask=text_mask).items() if v is not None}
@@ -154,12 +164,53 @@ class Decoder(nn.Module):
         batch, device = self._batch(cond)
         ones = torch.ones(batch, dtype=torch.bool, device=device)
         keeps = [k for k, field in (("keep_image", cfg.clip_dim), ("keep_text", cfg.text_width)) if field is not None]
+        dropped = self._guidance_dropped(guidance_drops, keeps)
         net = self._carrying_estimate(batch) if cfg.self_condition and carry_estimate else self.net
+        if guide is not None:
+            if guidance_drops != "both":
+                raise ValueError(f"guidance_drops={guidance_drops!r} names a branch of classifier-free guidance; "
+                                 "with a guide decoder there is none to drop")
+            self._check_guide(guide)
+            reads_tokens = guide.caption_encoder is not None or guide.caption_adapter is not None
+            weak = guide.denoiser(image_embedding=image_embedding, text_states=raw_states, text_mask=raw_mask,
+                                  tokens=tokens if reads_tokens else None, guidance_scale=1.0,
+                                  carry_estimate=carry_estimate)
+            return autoguidance(lambda x, t: net(x, t, **cond, **dict.fromkeys(keeps, ones)), weak,
+                                scale=guidance_scale, interval=self.guided_timesteps(guidance_interval),
+                                guided_channels=cfg.out_channels if cfg.learned_variance else None)
         return classifier_free_guidance(
             net, scale=guidance_scale, cond=cond | dict.fromkeys(keeps, ones),
-            uncond=cond | dict.fromkeys(keeps, ~ones),
+            uncond=cond | {k: ~ones if k in dropped else ones for k in keeps},
             guided_channels=cfg.out_channels if cfg.learned_variance else None,
             interval=self.guided_timesteps(guidance_interval))
+
+    def _check_guide(self, guide: "Decoder") -> None:
+        """A guide must draw the same images on one schedule, in one parameterisation, from the same inputs."""
+        mine, theirs = self.config, guide.config
+        same = {"image size": (mine.image_size, theirs.image_size),
+                "channels": (mine.unet.out_channels, theirs.unet.out_channels),
+                "z_i width": (mine.unet.clip_dim, theirs.unet.clip_dim),
+                "caption width": (mine.unet.text_width, theirs.unet.text_width),
+                "caption encoder": (mine.caption_encoder, theirs.caption_encoder)}
+        same |= {f"diffusion {k}": (getattr(mine.diffusion, k), getattr(theirs.diffusion, k))
+                 for k in ("schedule", "steps", "prediction", "zero_terminal_snr", "learned_variance")}
+        differ = {k: v for k, v in same.items() if v[0] != v[1]}
+        if not isinstance(guide, Decoder) or guide is self or differ:
+            named = ", ".join(f"{k} ({a!r} here, {b!r} there)" for k, (a, b) in differ.items())
+            raise ValueError("the guide must be another decoder with this one's images, schedule and inputs"
+                             + (f"; it differs in {named}" if differ else ""))
+
+    @staticmethod
+    def _guidance_dropped(drops: str, keeps: list[str]) -> set[str]:
+        """The keep flags the unconditional branch turns off for guidance_drops = "both" | "caption" | "image"."""
+        named = {"both": {"keep_image", "keep_text"}, "caption": {"keep_text"}, "image": {"keep_image"}}
+        if drops not in named:
+            raise ValueError(f"guidance_drops must be one of {', '.join(named)}, got {drops!r}")
+        dropped = named[drops] & set(keeps)
+        if not dropped:
+            raise ValueError(f"guidance_drops={drops!r}: this decoder has no {drops} input to drop "
+                             f"(its conditioning: {', '.join(k.removeprefix('keep_') for k in keeps) or 'none'})")
+        return dropped
 
     def guided_timesteps(self, interval: tuple[float, float] | None) -> tuple[int, int] | None:
         """A guidance interval (lo, hi), fractions of the schedule t / (T - 1), as the training timesteps it spans."""
@@ -207,17 +258,19 @@ class Decoder(nn.Module):
                sampler: str = "ddim", eta: float = 0.0, guidance_scale: float = 1.0, threshold: str | None = "static",
                generator: torch.Generator | Sequence[torch.Generator] | None = None,
                x_T: torch.Tensor | None = None, carry_estimate: bool = True,
-               guidance_interval: tuple[float, float] | None = None) -> torch.Tensor:
+               guidance_interval: tuple[float, float] | None = None, guidance_drops: str = "both",
+               guide: "Decoder | None" = None) -> torch.Tensor:
         """(B, C, S, S) images in [-1, 1] for B z_i (and captions), guided with `guidance_scale`.
 
         `sampler`: "ddim" (with `eta`; eta 0 is deterministic and invertible), "ddpm" or "dpm++", over `steps`
         network evaluations; `threshold`: "static" clips each x0 prediction to [-1, 1] (ADM), None leaves it.
         `x_T` (B, C, S, S) starts from given noise, e.g. from ddim_invert for variations (unCLIP §3).
-        `carry_estimate`: see `denoiser` (self-conditioned decoders only); `guidance_interval` too.
+        `carry_estimate`: see `denoiser` (self-conditioned decoders only); `guidance_interval`, `guidance_drops` and
+        `guide` (autoguidance by a weaker decoder) too.
         """
         model_fn = self.denoiser(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask,
                                  tokens=tokens, guidance_scale=guidance_scale, carry_estimate=carry_estimate,
-                                 guidance_interval=guidance_interval)
+                                 guidance_interval=guidance_interval, guidance_drops=guidance_drops, guide=guide)
         batch, device = self._batch(dict(image_embedding=image_embedding, text_states=text_states, tokens=tokens))
         cfg = self.config.unet
         shape = (batch, cfg.in_channels, cfg.image_size, cfg.image_size)

@@ -177,6 +177,19 @@ RECIPES: dict[str, DecoderRecipe] = {
     # 0.520 from true z_i of 1,000 val images, the control's 0.520 (relation 0.176 vs 0.184), so not shipped.
     "tiny-16-rb1-sc-focus7-cap20-xa-ft8": _restart(seed=8, steps=4500, model=_FOCUS7.with_(
         p_drop_text=0.2, caption_adapter=CaptionEncoderConfig(layers=2))),
+    # A small, briefly trained decoder to guide the shipped one by autoguidance (Karras et al. 2024, "Guiding a
+    # diffusion model with a bad version of itself"): half the width (model_channels 8, 0.23M parameters), no
+    # self-conditioning, the shipped recipe's timestep focus and caption dropout, 8,000 steps. Read at steps 1,000 to
+    # 3,000 (stopped there) it was too weak a guide: below classifier-free guidance at every scale (README, decoder
+    # section, "Autoguidance"); the shipped guide is tiny-16-rb1 at step 20,000.
+    "tiny-8-rb1-guide": DecoderRecipe(
+        model=_FOCUS7.with_(unet=_FOCUS7.unet.with_(model_channels=8, head_channels=8, self_condition=False),
+                            p_drop_text=0.2),
+        train=replace(_TINY_TRAIN, steps=8000, checkpoint_every=1000, keep_checkpoints=8)),
+    # The same at the shipped decoder's width (0.68M parameters, no self-conditioning), 12,000 steps.
+    "tiny-16-rb1-guide": DecoderRecipe(
+        model=_FOCUS7.with_(unet=_FOCUS7.unet.with_(self_condition=False), p_drop_text=0.2),
+        train=replace(_TINY_TRAIN, steps=12000, checkpoint_every=2000, keep_checkpoints=6)),
     # 32 -> 128 on 32 px crops, 1.8M parameters.
     "tiny-up-128": DecoderRecipe(model=UpsamplerConfig(diffusion=FAST_DIFFUSION), train=TrainConfig(
         steps=1200, batch_size=32, lr=5e-4, warmup_steps=100, weight_decay=0.0, ema_decay=0.999, ema_warmup=True,

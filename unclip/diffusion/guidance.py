@@ -1,5 +1,6 @@
-"""Classifier-free guidance (Ho & Salimans 2021; GLIDE, Nichol et al. 2021 §2.3) and the training-time
-conditioning dropout it needs (unCLIP §2.1: drop z_i 10% and the caption 50% of the time)."""
+"""Classifier-free guidance (Ho & Salimans 2021; GLIDE, Nichol et al. 2021 §2.3), the training-time conditioning
+dropout it needs (unCLIP §2.1: drop z_i 10% and the caption 50% of the time), and autoguidance (Karras et al. 2024),
+which guides with a weaker model in place of the unconditional one."""
 
 from __future__ import annotations
 
@@ -45,6 +46,33 @@ def classifier_free_guidance(
         c, u = both.chunk(2)  # (B, ...) each
         g = c.shape[1] if guided_channels is None else guided_channels
         out = torch.cat([u[:, :g] + scale * (c[:, :g] - u[:, :g]), c[:, g:]], dim=1)
+        if inside is None:
+            return out
+        return torch.where(inside.view(-1, *[1] * (c.ndim - 1)), out, c)  # mask (B, 1, ..., 1)
+
+    return guided
+
+
+def autoguidance(model: ModelFn, guide: ModelFn, *, scale: float, guided_channels: int | None = None,
+                 interval: tuple[int, int] | None = None) -> ModelFn:
+    """guide + scale * (model - guide): `model` pushed away from a weaker `guide` given the same conditioning
+    (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself", eq. 1 and §3: D_0 a smaller,
+    less trained model of the same data). Both are denoisers fn(x, t) of one parameterisation on one schedule; x0,
+    eps and v are affine in each other for given (x_t, t), so a combination whose weights sum to 1 means the same
+    in any of them. `guided_channels` and `interval` as in classifier_free_guidance (outside the interval: `model`
+    alone, the guide not run); scale = 1 is `model` alone."""
+    if scale < 0:
+        raise ValueError(f"guidance scale must be >= 0, got {scale}")
+    if interval is not None and not (len(interval) == 2 and 0 <= interval[0] <= interval[1]):
+        raise ValueError(f"guidance interval must be (lo, hi) timesteps with 0 <= lo <= hi, got {interval!r}")
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        inside = None if interval is None else (t >= interval[0]) & (t <= interval[1])  # (B,)
+        if scale == 1 or (inside is not None and not bool(inside.any())):
+            return model(x, t)
+        c, w = model(x, t), guide(x, t)  # (B, ...) each
+        g = c.shape[1] if guided_channels is None else guided_channels
+        out = torch.cat([w[:, :g] + scale * (c[:, :g] - w[:, :g]), c[:, g:]], dim=1)
         if inside is None:
             return out
         return torch.where(inside.view(-1, *[1] * (c.ndim - 1)), out, c)  # mask (B, 1, ..., 1)

@@ -62,7 +62,8 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
              "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
                                                                                 else 2)}.get(kind, 0)
     decoder = cfg.decoder.steps
-    if cfg.decoder.guidance_scale != 1:  # a guided step runs both branches: twice, where the interval guides it
+    # a guided step runs both branches (or, with autoguidance, the decoder and its guide): twice, where it guides
+    if cfg.decoder.guidance_scale != 1:
         interval = pipe.decoder.guided_timesteps(cfg.decoder.guidance_interval)
         decoder += sum(interval is None or interval[0] <= t <= interval[1]
                        for t in timesteps_for(pipe.decoder.diffusion, cfg.decoder.steps))
