@@ -229,6 +229,8 @@ def test_eval_reports_what_the_world_scorer_says(pipe, tmp_path):
     assert e["fd"] >= 0 and 0 <= e["precision"] <= 1 and e["diversity"] >= 0
     assert set(metrics["prior_metrics"]) >= {"cos_true", "cos_text_gap", "cos_unrelated_text"}
     assert "| **overall** |" in (tmp_path / "report.md").read_text()
+    assert metrics["decoder_guidance"] == "classifier-free 2" and "decoder guidance classifier-free 2," in (
+        tmp_path / "report.md").read_text()
     assert "samples.png" in metrics["plots"] and (tmp_path / "samples.png").is_file()
     try:
         import matplotlib  # noqa: F401  (the optional `plots` extra)
@@ -439,6 +441,8 @@ def test_a_decoder_guide_travels_with_the_pipeline_and_guides_generation_only_wh
                                 autoguidance=True)
     assert torch.equal(manual, through)
     assert not np.array_equal(seeded(guided), seeded(plain))
+    from unclip.eval.harness import decoder_guidance
+    assert decoder_guidance(guided) == "autoguidance 2" and decoder_guidance(plain) == "classifier-free 2"
     guided.config = base  # autoguidance off: the guide stage is there but unused
     assert np.array_equal(seeded(guided), seeded(plain))
 

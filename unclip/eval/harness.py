@@ -70,6 +70,14 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
     return (prior + decoder) * cfg.candidates + (cfg.upsampler.steps * len(pipe.upsamplers) if upsample else 0)
 
 
+def decoder_guidance(pipe: UnCLIP) -> str:
+    """How the pipeline guides its decoder, in words: "classifier-free 2", "autoguidance 2.5" or "none"."""
+    scale = pipe.config.decoder.guidance_scale
+    if scale == 1:
+        return "none"
+    return f"{'autoguidance' if pipe.config.autoguidance else 'classifier-free'} {scale:g}"
+
+
 @torch.no_grad()
 def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int | None = None,
              eval_encoder: CLIP | None = None, prior: str | None = None, upsample: bool = False,
@@ -95,6 +103,7 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     n_novel = n // 2 if n_novel is None else n_novel
     metrics: dict = {"model": pipe.source, "prior": kind, "split": split, "n": n, "n_novel": n_novel,
                      "upsample": upsample, "candidates": pipe.config.candidates,
+                     "decoder_guidance": decoder_guidance(pipe),
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     # ----- sampling: images + manifests ------------------------------------------------------------------
     prompts = {split: [{"caption": sample_scene(split, i).caption, "split": split, "index": i} for i in range(n)],
@@ -224,6 +233,7 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
     records = [{"caption": item["caption"], "split": spec, "index": i} for i, item in enumerate(real_items)]
     metrics: dict = {"model": pipe.source, "data": spec, "prior": kind, "n": m, "n_novel": 0, "upsample": upsample,
                      "candidates": pipe.config.candidates, "overall": None, "captions_past_context": skipped,
+                     "decoder_guidance": decoder_guidance(pipe),
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     progress(f"generating {m} {spec} captions")
     started = time.perf_counter()
@@ -252,6 +262,7 @@ def report(m: dict) -> str:
     lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {what}, "
              f"{'upsampled' if m['upsample'] else 'decoder-size'} images"
              + (f" (each the best of {m['candidates']} by CLIP)" if m.get("candidates", 1) > 1 else "")
+             + (f", decoder guidance {m['decoder_guidance']}" if "decoder_guidance" in m else "")
              + f", {m['nfe_per_image']} network evaluations and {m['seconds_per_image']:.2f} s per image.", ""]
     if m["overall"] is not None:
         lines += ["| skill | n | accuracy |", "|---|--:|--:|"]
