@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rate, tiny-16-rb1-sc-wide-ft5: grown wider, tiny-16-rb1-sc-focus7-ft6 and tiny-16-rb1-sc-focus7-cap20-ft6: "
         "a seventh cycle for the focused sixth, the second dropping the caption 20% of the time instead of 50%, and "
         "-focus7-ft7 and -focus7-cap20-ft7: an eighth for each, the second being shapes-tiny's decoder, and "
-        "-focus7-cap20-ft8: a ninth for it, no better) and "
+        "-focus7-cap20-ft8: a ninth for it, no better, and -focus7-cap20-wide-ft8: that ninth grown wider, "
+        "shapes-tiny's decoder) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
         "then RUN_DIR/pipeline; preset shapes-tiny).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
@@ -200,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "--init-from), tiny-16-rb1-sc-focus7-ft6 and -focus7-cap20-ft6 (a seventh for the focused "
                        "sixth, the second with 20%% caption dropout: with --init-from), -focus7-ft7 and "
                        "-focus7-cap20-ft7 (an eighth for each; the second is shapes-tiny's), -focus7-cap20-ft8 (a "
-                       "ninth, no better), tiny-8-rb1-guide and tiny-16-rb1-guide (weak decoders trained to guide "
+                       "ninth, no better), -focus7-cap20-wide-ft8 (that ninth grown wider; shapes-tiny's), "
+                       "tiny-8-rb1-guide and tiny-16-rb1-guide (weak decoders trained to guide "
                        "the shipped one by autoguidance; the shipped guide is tiny-16-rb1 at step 20,000); "
                        "upsampler: "
                        "tiny-up-128; all: shapes-tiny)")
