@@ -63,6 +63,10 @@ _TINY_16_RB1_MLP = _TINY_16_RB1.with_(unet=_TINY_16_RB1.unet.with_(image_mlp_wid
 _TINY_16_RB1_SC = _TINY_16_RB1.with_(unet=_TINY_16_RB1.unet.with_(self_condition=True))
 _FOCUS7 = _TINY_16_RB1_SC.with_(diffusion=replace(_TINY_16_RB1_SC.diffusion, timestep_focus_steps=7,
                                                    timestep_focus_fraction=0.5))
+# The focused decoder with 20% caption dropout, grown to levels of 32, 48 and 64 channels and the z_i MLP (the ninth
+# and tenth cycles, "-cap20-wide-ft8" and "-ft9").
+_FOCUS7_CAP20_WIDE = _FOCUS7.with_(p_drop_text=0.2, unet=_FOCUS7.unet.with_(channel_mult=(2, 3, 4),
+                                                                            image_mlp_width=512))
 
 
 def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB1,
@@ -183,17 +187,15 @@ RECIPES: dict[str, DecoderRecipe] = {
     # (+0.016, +0.010), too short for the new channels to be used; this gives them twice as long. 1 h 14 min on 2
     # threads. Measured: from true z_i 0.583 vs 0.546 on 1,000 val images (+0.037 +- 0.012), 0.602 vs 0.572 on the
     # 500 test images (single 0.986); through the pipeline 0.538 vs 0.506 on 500 test captions. shapes-tiny's
-    # decoder since 2026-12-05 (evening).
-    "tiny-16-rb1-sc-focus7-cap20-wide-ft8": _restart(seed=9, steps=10000, model=_FOCUS7.with_(
-        p_drop_text=0.2, unet=_FOCUS7.unet.with_(channel_mult=(2, 3, 4), image_mlp_width=512))),
+    # decoder from 2026-12-05 (evening) to 2026-12-06.
+    "tiny-16-rb1-sc-focus7-cap20-wide-ft8": _restart(seed=9, steps=10000, model=_FOCUS7_CAP20_WIDE),
     # A tenth cycle for it, the same decoder `--init-from` the ninth on scenes from seed 10 for 10,000 steps. (Growing
     # it again is blocked: its 64-channel level already has GroupNorm's 32 groups, so a wider one changes the group
     # size, and a level of the same width as the one below has an identity skip that a 1x1 one cannot grow into.)
     # Trained 2026-12-06 (1 h 53 min on 2 threads): from true z_i + caption at the pipeline's sampling 0.627 vs 0.585
     # on 1,000 val images (+0.042 +- 0.012) and 0.636 vs 0.600 on the 500 test images (+0.036 +- 0.017, single 0.993);
     # through the pipeline 0.578 vs 0.538 on the 500 test captions (+0.040 +- 0.018). shapes-tiny's decoder since then.
-    "tiny-16-rb1-sc-focus7-cap20-wide-ft9": _restart(seed=10, steps=10000, model=_FOCUS7.with_(
-        p_drop_text=0.2, unet=_FOCUS7.unet.with_(channel_mult=(2, 3, 4), image_mlp_width=512))),
+    "tiny-16-rb1-sc-focus7-cap20-wide-ft9": _restart(seed=10, steps=10000, model=_FOCUS7_CAP20_WIDE),
     # A small, briefly trained decoder to guide the shipped one by autoguidance (Karras et al. 2024, "Guiding a
     # diffusion model with a bad version of itself"): half the width (model_channels 8, 0.23M parameters), no
     # self-conditioning, the shipped recipe's timestep focus and caption dropout, 8,000 steps. Read at steps 1,000 to
