@@ -117,6 +117,13 @@ def test_shipped_model_matches_its_preset():
     guide = json.loads((shipped / "decoder_guide" / "decoder_config.json").read_text())
     assert preset.decoder_guide_steps and record["stages"]["decoder_guide"]
     assert DecoderConfig.from_dict(guide["config"]) == decoder_train.RECIPES[preset.decoder].model
+    # its diffusion prior is the preset's recipe, fitted to the shipped CLIP's sizes and tokenizer
+    prior = json.loads((shipped / "prior" / "prior_config.json").read_text())
+    clip = json.loads((shipped / "clip" / "clip_config.json").read_text())
+    want = prior_train.RECIPES["diffusion"][preset.prior].model.with_(
+        embed_dim=clip["embed_dim"], text_width=clip["text_width"], context_length=clip["context_length"],
+        vocab_size=clip["vocab_size"])
+    assert DiffusionPriorConfig.from_dict(prior["config"]) == want
     chain = [decoder_train.RECIPES[name].model for name in (preset.decoder, *preset.decoder_finetunes)]
     for before, after in zip(chain, chain[1:]):
         mine, theirs = decoder_train._model_config(after), decoder_train._model_config(before)

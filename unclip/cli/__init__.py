@@ -190,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
                        help="which stage")
     train.add_argument("--preset", default="tiny",
-                       help="size preset (clip: tiny, tiny-long, eval; priors: tiny; decoder: tiny, tiny-long, "
+                       help="size preset (clip: tiny, tiny-long, eval; priors: tiny; the diffusion prior also "
+                       "tiny-tok (reading the token ids through an embedding of its own) and tiny-tok-long (that "
+                       "for 5,000 steps: shapes-tiny's); "
+                       "decoder: tiny, tiny-long, "
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
                        "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "

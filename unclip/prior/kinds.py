@@ -38,4 +38,6 @@ def image_embeddings(kind: str, *, clip: CLIP, captions: Sequence[str], prior: D
     if not isinstance(prior, want):
         raise ValueError(f"prior kind {kind!r} needs a {want.__name__}, got {type(prior).__name__}")
     states, mask = text_conditioning(clip, tokens)
+    if isinstance(prior, DiffusionPrior):
+        sample_options = sample_options | {"text_tokens": tokens}
     return prior.sample(text_embedding=z_t, text_states=states, text_mask=mask, generator=generator, **sample_options)

@@ -36,6 +36,13 @@ _TRAIN = dict(batch_size=256, lr=1e-3, warmup_steps=100, weight_decay=0.05, beta
 RECIPES: dict[str, dict[str, PriorRecipe]] = {
     "diffusion": {
         "tiny": PriorRecipe(model=DiffusionPriorConfig(), pairs=100_000, train=TrainConfig(steps=2000, **_TRAIN)),
+        # "tiny" with the prior's own token embedding beside CLIP's token states (DiffusionPriorConfig), which
+        # cannot tell "left" from "right"; the same data and schedule.
+        "tiny-tok": PriorRecipe(model=DiffusionPriorConfig(token_embedding=True), pairs=100_000,
+                                train=TrainConfig(steps=2000, **_TRAIN)),
+        # "tiny-tok" for 2.5 times the steps (its loss was still falling at step 2,000).
+        "tiny-tok-long": PriorRecipe(model=DiffusionPriorConfig(token_embedding=True), pairs=100_000,
+                                     train=TrainConfig(steps=5000, **_TRAIN)),
     },
     "autoregressive": {
         # Its sequences are longer (caption + ~20 codes), so fewer steps fit the same CPU time.
@@ -47,8 +54,10 @@ RECIPES: dict[str, dict[str, PriorRecipe]] = {
 def prior_loss(clip: CLIP):
     def loss_fn(model, batch, generator) -> dict[str, torch.Tensor]:
         states, mask = text_conditioning(clip, batch["tokens"])
+        diffusion = isinstance(getattr(model, "module", model), DiffusionPrior)  # unwrapped from DDP
+        tokens = {"text_tokens": batch["tokens"]} if diffusion else {}
         loss = model.loss(image_embedding=batch["image_embedding"], text_embedding=batch["text_embedding"],
-                          text_states=states, text_mask=mask, generator=generator)
+                          text_states=states, text_mask=mask, generator=generator, **tokens)
         return {"loss": loss}
 
     return loss_fn
@@ -84,6 +93,8 @@ def train_prior(*, kind: str, preset_name: str, clip_dir: str | os.PathLike, run
         pairs = training_pairs(run_dir, clip, data=data, pairs=recipe.pairs, progress=False, device=device)
     cfg = recipe.model.with_(embed_dim=clip.config.embed_dim, text_width=clip.config.text_width,
                              context_length=clip.config.context_length)
+    if isinstance(cfg, DiffusionPriorConfig):
+        cfg = cfg.with_(vocab_size=clip.config.vocab_size)
     torch.manual_seed(recipe.train.seed)
     if kind == "diffusion":
         model = DiffusionPrior(cfg)
