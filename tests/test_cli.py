@@ -73,6 +73,8 @@ def test_bad_input_exits_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # refused before any image or model is read
         main(["vary", str(tmp_path / "nowhere.png"), "--eta", "-0.5", "--out", str(tmp_path / "v")])
     assert exit_info.value.code == 2 and "-0.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--init-from is for the priors"):  # refused before the CLIP is read
+        main(["train", "clip", "--run-dir", str(tmp_path / "c"), "--init-from", str(tmp_path / "nowhere")])
 
 
 def test_demo_writes_a_scored_grid(tmp_path, capsys):

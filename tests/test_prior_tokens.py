@@ -116,3 +116,28 @@ def test_a_token_prior_trains_saves_and_reloads(tmp_path, clip, monkeypatch):
     save_prior(tmp_path / "again", prior)
     back = load_prior(tmp_path / "again")
     assert all(torch.equal(a, b) for a, b in zip(prior.state_dict().values(), back.state_dict().values()))
+
+
+def test_a_warm_restart_starts_from_the_saved_prior_on_later_scenes(tmp_path, clip, monkeypatch):
+    """`init_from` (tiny-tok-ft's `--init-from`): at step 0 the run's weights are the saved prior's, it embeds the
+    scenes from `pairs_from` on, and a prior of another config is refused by name."""
+    save_clip(tmp_path / "clip", clip)
+    start = _prior(clip, seed=5, token_embedding=True)
+    save_prior(tmp_path / "start", start)
+    train = dataclasses.replace(prior_train.RECIPES["diffusion"]["tiny-tok-ft"].train, steps=2, batch_size=8,
+                                checkpoint_every=2, warmup_steps=1, ema_decay=None)
+    monkeypatch.setitem(prior_train.RECIPES["diffusion"], "micro-ft", prior_train.PriorRecipe(
+        model=DiffusionPriorConfig(**SMALL, token_embedding=True), train=train, pairs=8, pairs_from=16))
+    out = prior_train.train_prior(kind="diffusion", preset_name="micro-ft", clip_dir=tmp_path / "clip",
+                                  run_dir=tmp_path / "run", max_steps=0, init_from=tmp_path / "start",
+                                  progress=False)
+    a, b = start.state_dict(), load_prior(out).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from safetensors.torch import load_file
+    from unclip.data.sources import ShapesItems
+
+    pairs = load_file(str(tmp_path / "run" / "embeddings.safetensors"))
+    items = ShapesItems("train", size=clip.config.image_size)
+    assert torch.equal(pairs["tokens"], clip.tokenizer([items[i]["caption"] for i in range(16, 24)]).int())
+    with pytest.raises(ValueError, match=r"config differs .* \(in \['token_embedding'\]\)"):
+        prior_train._load_initial_weights(_prior(clip), tmp_path / "start")

@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="tiny",
                        help="size preset (clip: tiny, tiny-long, eval; priors: tiny; the diffusion prior also "
                        "tiny-tok (reading the token ids through an embedding of its own) and tiny-tok-long (that "
-                       "for 5,000 steps: shapes-tiny's); "
+                       "for 5,000 steps: shapes-tiny's), tiny-long (tiny for 5,000 steps, its control) and tiny-tok-ft "
+                       "(a second learning-rate cycle for "
+                       "tiny-tok-long on the next 100,000 scenes: with --init-from); "
                        "decoder: tiny, tiny-long, "
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
@@ -205,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "sixth, the second with 20%% caption dropout: with --init-from), -focus7-ft7 and "
                        "-focus7-cap20-ft7 (an eighth for each), -focus7-cap20-ft8 (a ninth, no better), "
                        "-focus7-cap20-wide-ft8 (that ninth grown wider), -focus7-cap20-wide-ft9 (a tenth for it; "
-                       "shapes-tiny's), "
+                       "shapes-tiny's), -focus7-cap20-wide-ft10 (an eleventh, within noise of it), "
                        "tiny-8-rb1-guide and tiny-16-rb1-guide (weak decoders trained to guide "
                        "the shipped one by autoguidance; the shipped guide is tiny-16-rb1 at step 20,000); "
                        "upsampler: "
@@ -219,8 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="data source: shapes[:SPLIT] (default), emoji[:SPLIT], folder:DIR, shards:DIR; "
                        "priors also take embeddings:DIR (precomputed img_emb/ and text_emb/ .npy shards)")
     train.add_argument("--init-from", default=None, metavar="DIR",
-                       help="decoder and upsampler: start from the weights of this saved model (of the preset's "
-                       "exact config, or one the preset grows: a z_i MLP added, wider levels) instead of random "
+                       help="priors, decoder and upsampler: start from the weights of this saved model (of the "
+                       "preset's exact config, or for the decoder one the preset grows: a z_i MLP added, wider "
+                       "levels) instead of random "
                        "ones, to fine-tune it; a grown model starts out computing what the saved one does; resuming "
                        "needs the same DIR")
     train.add_argument("--channels-last", action="store_true",

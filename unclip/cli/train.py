@@ -21,8 +21,8 @@ def _train(args) -> int:
 
         preset = "shapes-tiny" if args.preset == "tiny" else args.preset
         out = train_all(preset_name=preset, run_dir=args.run_dir, device=device)
-    elif args.init_from and args.stage not in ("decoder", "upsampler"):
-        raise SystemExit(f"unclip train {args.stage}: --init-from is for the decoder and the upsampler")
+    elif args.init_from and args.stage == "clip":
+        raise SystemExit("unclip train clip: --init-from is for the priors, the decoder and the upsampler")
     elif args.channels_last and args.stage not in ("decoder", "upsampler"):
         raise SystemExit(f"unclip train {args.stage}: --channels-last is for the decoder and the upsampler")
     elif args.stage == "clip":
@@ -48,7 +48,8 @@ def _train(args) -> int:
             raise SystemExit(f"unclip train {args.stage}: --clip DIR (the frozen CLIP the prior learns in) is required")
         kind = "diffusion" if args.stage == "prior" else "autoregressive"
         out = train_prior(kind=kind, preset_name=args.preset, clip_dir=args.clip, run_dir=args.run_dir,
-                          max_steps=args.max_steps, data=args.data, device=device, dist_ctx=ctx)
+                          max_steps=args.max_steps, data=args.data, device=device, dist_ctx=ctx,
+                          init_from=args.init_from)
     if ctx.rank == 0:
         print(f"wrote {out}")
     return 0

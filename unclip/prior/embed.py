@@ -23,14 +23,14 @@ from ..data.embeddings import EmbeddingShards
 
 
 @torch.no_grad()
-def embed_items(clip: CLIP, dataset: Dataset, *, n: int, batch_size: int = 256, progress: bool = True,
-                device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """tokens (n, T) int32, text_embedding and image_embedding (n, E) unit-norm, for items 0..n-1."""
+def embed_items(clip: CLIP, dataset: Dataset, *, n: int, first: int = 0, batch_size: int = 256,
+                progress: bool = True, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """tokens (n, T) int32, text_embedding and image_embedding (n, E) unit-norm, for items first..first+n-1."""
     if clip.tokenizer is None:
         raise ValueError("the CLIP has no tokenizer attached")
-    if n > len(dataset):
-        raise ValueError(f"asked for {n} items but the dataset holds {len(dataset)}")
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
+    if first < 0 or first + n > len(dataset):
+        raise ValueError(f"asked for items {first}..{first + n - 1} but the dataset holds {len(dataset)}")
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(first, first + n)), batch_size=batch_size,
                         collate_fn=collate_image_caption)
     parts: dict[str, list[torch.Tensor]] = {"tokens": [], "text_embedding": [], "image_embedding": []}
     for batch in tqdm(loader, desc="embedding", unit="batch", disable=not progress):
