@@ -110,13 +110,15 @@ def train_prior(*, kind: str, preset_name: str, clip_dir: str | os.PathLike, run
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = dist_ctx or distributed.current()
     clip = load_clip(clip_dir, device=device).requires_grad_(False)
+    def read_pairs(*, progress: bool) -> dict[str, torch.Tensor]:
+        return training_pairs(run_dir, clip, data=data, pairs=recipe.pairs, first=recipe.pairs_from,
+                              progress=progress, device=device)
+
     if ctx.rank == 0:  # rank 0 embeds the pairs once; the other ranks read its file
-        pairs = training_pairs(run_dir, clip, data=data, pairs=recipe.pairs, first=recipe.pairs_from,
-                               progress=progress, device=device)
+        pairs = read_pairs(progress=progress)
     distributed.barrier(ctx)
     if ctx.rank != 0:
-        pairs = training_pairs(run_dir, clip, data=data, pairs=recipe.pairs, first=recipe.pairs_from, progress=False,
-                               device=device)
+        pairs = read_pairs(progress=False)
     cfg = recipe.model.with_(embed_dim=clip.config.embed_dim, text_width=clip.config.text_width,
                              context_length=clip.config.context_length)
     if isinstance(cfg, DiffusionPriorConfig):
