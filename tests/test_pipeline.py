@@ -200,6 +200,32 @@ def test_assemble_writes_a_loadable_pipeline(pipe, tmp_path):
     assert back.sizes == [16, 32] and back.ar_prior is not None and back.config.prior_kind == "diffusion"
 
 
+def test_assemble_averages_several_decoders_weight_for_weight(pipe, tmp_path):
+    from unclip.clip import save_clip
+    from unclip.decoder import average_decoders, load_decoder, save_decoder
+
+    save_clip(tmp_path / "c", pipe.clip)
+    save_decoder(tmp_path / "d1", pipe.decoder)
+    other = load_decoder(tmp_path / "d1")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    save_decoder(tmp_path / "d2", other)
+    mean = average_decoders([tmp_path / "d1", tmp_path / "d2"])
+    for (name, a), b, m in zip(pipe.decoder.state_dict().items(), other.state_dict().values(),
+                               mean.state_dict().values()):
+        assert torch.allclose(m, (a + b) / 2, atol=1e-6), name
+    one = average_decoders([tmp_path / "d1"])
+    assert all(torch.equal(a, b) for a, b in zip(pipe.decoder.state_dict().values(), one.state_dict().values()))
+    save_decoder(tmp_path / "u", pipe.upsamplers[0])
+    with pytest.raises(ValueError, match="configs differ"):
+        average_decoders([tmp_path / "d1", tmp_path / "u"])
+    assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d1"),
+                     str(tmp_path / "d2"), "--out", str(tmp_path / "pipe"), "--full-precision"]) == 0
+    back = UnCLIP.from_pretrained(tmp_path / "pipe").decoder
+    assert all(torch.equal(a, b) for a, b in zip(mean.state_dict().values(), back.state_dict().values()))
+
+
 def test_demo_page_shows_every_section(pipe, tmp_path):
     from unclip.demo import make_demo
 

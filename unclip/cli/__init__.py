@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load each trained stage (the model/ directories that `unclip train` writes) and save them as "
         "one pipeline directory that `--model` accepts (float16 weights unless --full-precision).")
     asm.add_argument("--clip", required=True, help="CLIP directory")
-    asm.add_argument("--decoder", required=True, help="decoder directory")
+    asm.add_argument("--decoder", required=True, nargs="+", metavar="DIR",
+                     help="decoder directory; several decoders of one config (fine-tunes of one decoder) are averaged "
+                     "weight for weight into one (a uniform model soup)")
     asm.add_argument("--prior", default=None, help="diffusion prior directory")
     asm.add_argument("--ar-prior", default=None, help="autoregressive prior directory")
     asm.add_argument("--upsampler", action="append", default=[], help="upsampler directory (repeat, in order)")

@@ -143,11 +143,11 @@ def _textdiff(args) -> int:
 
 def _assemble(args) -> int:
     from ..clip import load_clip
-    from ..decoder import load_decoder
+    from ..decoder import average_decoders, load_decoder
     from ..pipeline import PipelineConfig, UnCLIP
     from ..prior import load_prior
 
-    decoder = load_decoder(args.decoder)
+    decoder = average_decoders(args.decoder)  # one directory: that decoder as saved
     default_kind = ("diffusion" if args.prior else "ar" if args.ar_prior else
                     "none" if decoder.config.unet.clip_dim is None else "text-embedding")
     pipe = UnCLIP(clip=load_clip(args.clip), decoder=decoder,

@@ -6,10 +6,10 @@ from .decoder import Decoder
 from .degrade import bsr_degrade, gaussian_blur, jpeg_compress, random_blur, random_crop
 from .unet import UNet
 from .upsampler import Upsampler, downsample_bicubic, upsample_bicubic
-from .weights import load_decoder, save_decoder
+from .weights import average_decoders, load_decoder, save_decoder
 
 __all__ = [
     "DEGRADATIONS", "PRESETS", "Conditioning", "Context", "Decoder", "DecoderConfig", "UNet", "UNetConfig",
-    "Upsampler", "UpsamplerConfig", "bsr_degrade", "downsample_bicubic", "gaussian_blur", "jpeg_compress",
-    "load_decoder", "preset", "random_blur", "random_crop", "save_decoder", "upsample_bicubic",
+    "Upsampler", "UpsamplerConfig", "average_decoders", "bsr_degrade", "downsample_bicubic", "gaussian_blur",
+    "jpeg_compress", "load_decoder", "preset", "random_blur", "random_crop", "save_decoder", "upsample_bicubic",
 ]

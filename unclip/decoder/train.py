@@ -201,6 +201,13 @@ RECIPES: dict[str, DecoderRecipe] = {
     # (+0.012 +- 0.012), 0.640 vs 0.636 on the 500 test images; through the pipeline 0.644 vs 0.652 on the 500 test
     # captions (-0.008 +- 0.018), 0.620 vs 0.604 on val. Within noise, so not shipped.
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10": _restart(seed=11, steps=7000, model=_FOCUS7_CAP20_WIDE),
+    # Two shorter siblings of that eleventh cycle, `--init-from` the tenth on scenes from seeds 12 and 13 for 5,000
+    # steps each (1 h 34 min side by side, one thread each), to be averaged into one decoder (a uniform "model soup",
+    # Wortsman et al. 2022; `unclip assemble --decoder A B`). Measured 2026-12-06 from true z_i on 1,000 val images:
+    # 0.625 and 0.637 against the tenth's 0.627, their mean 0.632, the mean with the tenth 0.629, all within noise
+    # (+-0.011), so none is shipped (README, decoder section).
+    "tiny-16-rb1-sc-focus7-cap20-wide-ft10b": _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE),
+    "tiny-16-rb1-sc-focus7-cap20-wide-ft10c": _restart(seed=13, steps=5000, model=_FOCUS7_CAP20_WIDE),
     # A small, briefly trained decoder to guide the shipped one by autoguidance (Karras et al. 2024, "Guiding a
     # diffusion model with a bad version of itself"): half the width (model_channels 8, 0.23M parameters), no
     # self-conditioning, the shipped recipe's timestep focus and caption dropout, 8,000 steps. Read at steps 1,000 to
