@@ -16,18 +16,22 @@ from .clip import CLIP
 
 
 @torch.no_grad()
-def clip_scores(clip: CLIP, images: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
-    """cos(image embedding, text embedding) (B,) for images (B, 3, S, S) in [-1, 1] and unit z_t (B, E).
-
-    Images of another side than the CLIP reads are resized to it (bicubic, antialiased) first."""
-    if images.shape[0] != text_embedding.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {text_embedding.shape[0]} text embeddings")
+def clip_image_embeddings(clip: CLIP, images: torch.Tensor) -> torch.Tensor:
+    """Unit CLIP image embeddings (B, E) of images (B, 3, S, S) in [-1, 1]; images of another side than the CLIP
+    reads are resized to it (bicubic, antialiased) first."""
     size = clip.config.image_size
     if images.shape[-1] != size or images.shape[-2] != size:
         images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True,
                                align_corners=False).clamp(-1, 1)
-    image_embedding = F.normalize(clip.encode_image_pixels(images), dim=-1)  # (B, E)
-    return (image_embedding * F.normalize(text_embedding, dim=-1)).sum(-1)
+    return F.normalize(clip.encode_image_pixels(images), dim=-1)  # (B, E)
+
+
+@torch.no_grad()
+def clip_scores(clip: CLIP, images: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+    """cos(image embedding, text embedding) (B,) for images (B, 3, S, S) in [-1, 1] and unit z_t (B, E)."""
+    if images.shape[0] != text_embedding.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {text_embedding.shape[0]} text embeddings")
+    return (clip_image_embeddings(clip, images) * F.normalize(text_embedding, dim=-1)).sum(-1)
 
 
 def pick_best(scores: torch.Tensor, *, candidates: int) -> torch.Tensor:

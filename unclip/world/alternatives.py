@@ -5,13 +5,14 @@ positions). At generation time there is no scene, only the caption asked for, so
 misses: each stated attribute changed to every other value it can take (a colour, a shape, a size, a relation,
 a position, a background, two <-> three), and the two edits that keep every word but bind them differently
 (the colours of two objects swapped; the two objects of a relation swapped). A drawing that CLIP rates closer
-to one of these than to the caption has most likely drawn the near miss: re-ranking by that margin
-(`unclip/rerank.py`, "contrast") is zero-shot classification among the caption and its alternatives (CLIP,
-Radford et al. 2021, §3.1.2), the hard-negative test the CLIP was trained on (`unclip/data/sources.py`).
+to one of these than to the caption has most likely drawn the near miss: judging a candidate by that
+(`benchmarks/rerank_rules.py`, the "contrast" and "margin" rules) is zero-shot classification among the caption
+and its alternatives (CLIP, Radford et al. 2021, §3.1.2), the hard-negative test the CLIP was trained on
+(`unclip/data/sources.py`). Measured, it chooses no better than the plain cosine the pipeline keeps (README,
+pipeline section, "How much a better judge could add").
 
 Unstated attributes (an unstated size, position or background) are not edited: the caption allows any value.
-A caption outside the world's grammar has no alternatives (an empty list), and re-ranking falls back to the
-plain cosine.
+A caption outside the world's grammar has no alternatives (an empty list).
 """
 
 from __future__ import annotations
@@ -21,14 +22,11 @@ from dataclasses import replace
 from .captions import CaptionSpec, format_caption, parse_caption
 from .vocab import BACKGROUNDS, COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES
 
-# left <-> right and above <-> below: the relation that swapping the two objects turns a relation into
-_CONVERSE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below",
-             "below": "above"}
-
 
 def _object_edits(spec: CaptionSpec) -> list[CaptionSpec]:
     """Each object's colour, shape and stated size changed (in a count, every copy of the one object at once)."""
-    targets = [[0] * len(spec.objects)] if spec.form == "count" else [[i] for i in range(len(spec.objects))]
+    every = list(range(len(spec.objects)))
+    targets = [every] if spec.form == "count" else [[i] for i in every]
     out = []
     for indices in targets:
         first = spec.objects[indices[0]]
@@ -37,7 +35,7 @@ def _object_edits(spec: CaptionSpec) -> list[CaptionSpec]:
                    + ([replace(first, size=z) for z in SIZES if z != first.size] if first.size else []))
         for new in changed:
             objects = list(spec.objects)
-            for i in (range(len(objects)) if spec.form == "count" else indices):
+            for i in indices:
                 objects[i] = new
             out.append(spec.with_(objects=tuple(objects)))
     return out
@@ -84,7 +82,7 @@ def caption_alternatives(caption: str) -> list[str]:
     seen, out = {_meaning(spec)}, []
     for edited in _object_edits(spec) + _binding_edits(spec) + _scene_edits(spec):
         if edited.form == "list" and len(set(edited.objects)) < len(edited.objects):
-            continue  # WORLD.md: a list never names one object twice
+            continue  # one object twice: refused where its size is stated, else written as a count
         if _meaning(edited) not in seen:  # "a pink star and a red star" is not an alternative to "a red star and ..."
             seen.add(_meaning(edited))
             out.append(format_caption(edited))
