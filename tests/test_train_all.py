@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from unclip import train_all as ta
 from unclip.clip import train as clip_train
@@ -25,33 +26,58 @@ def _short(train, **kw):
 
 def _micro_recipes(monkeypatch) -> None:
     """Two-step recipes named "micro" for every stage (and "micro-up" for the upsampler)."""
+    _register_micro_recipes(monkeypatch.setitem)
+
+
+def _register_micro_recipes(setitem) -> None:
     c = clip_train.RECIPES["tiny"]
-    monkeypatch.setitem(clip_train.RECIPES, "micro", clip_train.CLIPRecipe(
+    setitem(clip_train.RECIPES, "micro", clip_train.CLIPRecipe(
         model=c.model.with_(image_size=16, vision_layers=1, text_layers=1), train=_short(c.train), negatives=1))
     small = dict(width=32, layers=1, heads=2)
     for kind, cfg in (("diffusion", DiffusionPriorConfig(**small)),
                       ("autoregressive", ARPriorConfig(**small, max_components=4, buckets=32))):
         r = prior_train.RECIPES[kind]["tiny"]
-        monkeypatch.setitem(prior_train.RECIPES[kind], "micro", prior_train.PriorRecipe(
+        setitem(prior_train.RECIPES[kind], "micro", prior_train.PriorRecipe(
             model=cfg, train=_short(r.train), pairs=16))
     d, u = decoder_train.RECIPES["tiny"], decoder_train.RECIPES["tiny-up-128"]
-    monkeypatch.setitem(decoder_train.RECIPES, "micro", decoder_train.DecoderRecipe(
+    setitem(decoder_train.RECIPES, "micro", decoder_train.DecoderRecipe(
         model=d.model.with_(unet=UNetConfig(image_size=16, attention_resolutions=(8,), **UNET)),
         train=_short(d.train, hook_every=0), sample_steps=2))
-    monkeypatch.setitem(decoder_train.RECIPES, "micro-up", decoder_train.DecoderRecipe(
+    setitem(decoder_train.RECIPES, "micro-up", decoder_train.DecoderRecipe(
         model=u.model.with_(unet=UNetConfig(image_size=32, attention_resolutions=(), clip_dim=None, text_width=None,
                                             low_res_channels=3, **UNET), low_res_size=16, crop_size=16),
         train=_short(u.train, hook_every=0)))
-    monkeypatch.setitem(decoder_train.STAGE_OF, "micro", "decoder")
-    monkeypatch.setitem(decoder_train.STAGE_OF, "micro-up", "upsampler")
+    setitem(decoder_train.STAGE_OF, "micro", "decoder")
+    setitem(decoder_train.STAGE_OF, "micro-up", "upsampler")
+    setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro", decoder="micro",
+                                                   upsamplers=("micro-up",), sampling=ta.PipelineConfig(),
+                                                   decoder_steps=1, decoder_finetunes=("micro", "micro")))
+
+
+def _setitem(mapping, key, value) -> None:
+    mapping[key] = value
+
+
+def register_micro_in_lane() -> None:
+    """run_lanes' setup: a lane's process starts from a fresh interpreter, without the test's monkeypatched recipes."""
+    _register_micro_recipes(_setitem)
+
+
+def break_the_upsampler_in_lane() -> None:
+    """run_lanes' setup for a lane whose upsampler fails after both priors have trained."""
+    register_micro_in_lane()
+    train_decoder = ta.train_decoder
+
+    def fail_on_the_upsampler(*, preset_name, **kw):
+        if preset_name == "micro-up":
+            raise RuntimeError("the upsampler broke")
+        return train_decoder(preset_name=preset_name, **kw)
+
+    ta.train_decoder = fail_on_the_upsampler
 
 
 def test_train_all_then_rerun(tmp_path, monkeypatch):
     _micro_recipes(monkeypatch)
-    monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro",
-                                                               decoder="micro", upsamplers=("micro-up",),
-                                                               sampling=ta.PipelineConfig(), decoder_steps=1,
-                                                               decoder_finetunes=("micro", "micro")))
     logs = []
     out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=logs.append)
     assert len(logs) == 7 and out == tmp_path / "pipeline"
@@ -128,3 +154,42 @@ def test_shipped_model_matches_its_preset():
     for before, after in zip(chain, chain[1:]):
         mine, theirs = decoder_train._model_config(after), decoder_train._model_config(before)
         assert mine == theirs | {"unet": theirs["unet"] | {k: mine["unet"][k] for k in GROWABLE}}
+
+
+def test_train_all_shares_the_embedded_pairs_between_the_priors(tmp_path, monkeypatch):
+    """Both priors' recipes read the same scenes through the same CLIP: the autoregressive prior reads a copy of the
+    diffusion prior's embedded pairs instead of rendering and embedding them again."""
+    _micro_recipes(monkeypatch)
+    calls = []
+    embed = prior_train.embed_items
+    monkeypatch.setattr(prior_train, "embed_items", lambda *a, **kw: calls.append(1) or embed(*a, **kw))
+    ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)
+    assert len(calls) == 1
+    name = prior_train.EMBEDDINGS_FILE
+    assert (tmp_path / "ar-prior" / name).read_bytes() == (tmp_path / "prior" / name).read_bytes()
+
+
+def test_train_all_in_two_lanes_gives_what_one_lane_gives(tmp_path, monkeypatch):
+    """--jobs 2: the decoder's runs in one process, the priors and upsampler in another, the same weights as in turn."""
+    _micro_recipes(monkeypatch)
+    one = ta.train_all(preset_name="micro", run_dir=tmp_path / "one", progress=False, log=lambda text: None)
+    logs = []
+    two = ta.train_all(preset_name="micro", run_dir=tmp_path / "two", progress=False, log=logs.append, jobs=2,
+                       threads=2, lane_setup=register_micro_in_lane)
+    assert "two lanes of 1 thread each" in logs[1]
+    for stage in ("clip", "prior", "ar_prior", "decoder", "upsampler1"):
+        a, b = (load_file(str(out / stage / "model.safetensors")) for out in (one, two))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_train_all_in_two_lanes_names_the_lane_that_failed(tmp_path, monkeypatch):
+    _micro_recipes(monkeypatch)
+    with pytest.raises(RuntimeError, match=r"the priors lane \(exit code 1\) failed.*Rerun the same command") as err:
+        ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None, jobs=2,
+                     threads=2, lane_setup=break_the_upsampler_in_lane)
+    assert (tmp_path / "ar-prior" / "model").is_dir()  # what finished before the error stays finished
+    assert not (tmp_path / "upsampler").exists() and not (tmp_path / "pipeline").exists()
+    assert "decoder lane (exit" not in str(err.value)  # the lane stopped because of it is not called failed
+    with pytest.raises(ValueError, match="jobs must be 1 or 2.*got 3"):
+        ta.train_all(preset_name="micro", run_dir=tmp_path, jobs=3)

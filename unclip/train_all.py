@@ -7,14 +7,18 @@
     DIR/pipeline                                                    UnCLIP.save_pretrained(half=True)
 
 Each stage resumes on its own: rerunning the command skips finished stages (their trainers find the
-last step done) and continues the interrupted one.
+last step done) and continues the interrupted one. With `--jobs 2` the decoder's runs train beside the priors and
+upsamplers, in two processes (train_parallel.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import torch
 
 from .clip import load_clip
 from .clip.train import train_clip
@@ -23,7 +27,8 @@ from .decoder.weights import CONFIG_FILE
 from .decoder.train import train_decoder
 from .pipeline import PipelineConfig, UnCLIP
 from .prior import load_prior
-from .prior.train import train_prior
+from .prior.train import EMBEDDINGS_FILE, train_prior
+from .prior.train import RECIPES as PRIOR_RECIPES
 from .train.checkpoint import list_checkpoints
 
 
@@ -98,42 +103,111 @@ PRESETS = {
                                       decoder=replace(PipelineConfig().decoder, sampler="ddpm", steps=7,
                                                       guidance_scale=2.5),
                                       candidates=2, manipulation_steps=13, autoguidance=True)),
+    # The whole pipeline in under two hours on a 2-core CPU (issue 8's training-time goal), with `--jobs 2`: the CLIP
+    # (about 20 minutes on 2 threads), then the decoder (tiny-16-rb1-fast, 7,500 steps) on one thread beside the
+    # diffusion prior (tiny-tok: shapes-tiny's token embedding at its first 2,000 steps), a shorter autoregressive
+    # prior and the upsampler on the other. One decoder run, so no guide: classifier-free guidance at 2, which
+    # suited the shipped decoder early on. It samples as shapes-tiny does otherwise (two candidates, 32 evaluations).
+    "shapes-2h": PipelinePreset(clip="tiny", prior="tiny-tok", ar_prior="tiny-short", decoder="tiny-16-rb1-fast",
+                                upsamplers=("tiny-up-128",),
+                                sampling=PipelineConfig().with_(
+                                    prior=replace(PipelineConfig().prior, steps=2),
+                                    decoder=replace(PipelineConfig().decoder, sampler="ddpm", steps=7,
+                                                    guidance_scale=2.0),
+                                    candidates=2, manipulation_steps=13)),
 }
 
 
 def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cpu", progress: bool = True,
-              half: bool = True, log=print) -> Path:
-    """Train every stage of a pipeline preset in order; returns RUN_DIR/pipeline."""
+              half: bool = True, log=print, jobs: int = 1, threads: int | None = None, lane_setup=None) -> Path:
+    """Train every stage of a pipeline preset; returns RUN_DIR/pipeline.
+
+    With `jobs` 1 the stages run in order in this process. With `jobs` 2 the CLIP trains first (it is what every
+    later stage but the upsamplers reads), then two processes of `threads` // 2 threads each (default: torch's
+    thread count) train the decoder's cycles and, beside them, the two priors and the upsamplers
+    (train_parallel.py); on a 2-core CPU two 1-thread trainings get more done than one 2-thread training. Either
+    way every stage is its own resumable run, with the same weights at one thread a stage. `lane_setup` (jobs 2):
+    train_parallel.run_lanes' `setup`."""
     if preset_name not in PRESETS:
         raise ValueError(f"unknown pipeline preset {preset_name!r}: expected one of {', '.join(PRESETS)}")
+    if jobs not in (1, 2):
+        raise ValueError(f"jobs must be 1 or 2 (the decoder beside the priors and upsamplers), got {jobs!r}")
     preset, run_dir = PRESETS[preset_name], Path(run_dir)
     log(f"[1/5] CLIP ({preset.clip}) in {run_dir / 'clip'}")
     clip_dir = train_clip(preset_name=preset.clip, run_dir=run_dir / "clip", device=device, progress=progress)
-    log(f"[2/5] diffusion prior ({preset.prior}) in {run_dir / 'prior'}")
-    prior_dir = train_prior(kind="diffusion", preset_name=preset.prior, clip_dir=clip_dir, run_dir=run_dir / "prior",
-                            device=device, progress=progress)
-    log(f"[3/5] autoregressive prior ({preset.ar_prior}) in {run_dir / 'ar-prior'}")
-    ar_dir = train_prior(kind="autoregressive", preset_name=preset.ar_prior, clip_dir=clip_dir,
-                         run_dir=run_dir / "ar-prior", device=device, progress=progress)
-    guide_dir = None if preset.decoder_guide_steps is None else _decoder_guide(preset, run_dir, clip_dir, device=device,
-                                                                               progress=progress, log=log)
-    log(f"[4/5] decoder ({preset.decoder}) in {run_dir / 'decoder'}")
-    decoder_dir = train_decoder(preset_name=preset.decoder, clip_dir=clip_dir, run_dir=run_dir / "decoder",
-                                max_steps=preset.decoder_steps, device=device, progress=progress)
-    for cycle, name in enumerate(preset.decoder_finetunes, start=2):
-        sub = run_dir / ("decoder-ft" if cycle == 2 else f"decoder-ft{cycle - 1}")
-        log(f"[4/5] decoder, cycle {cycle} ({name}) in {sub}")
-        decoder_dir = train_decoder(preset_name=name, clip_dir=clip_dir, init_from=decoder_dir, run_dir=sub,
-                                    device=device, progress=progress)
-    up_dirs = []
-    for i, name in enumerate(preset.upsamplers):
-        sub = run_dir / ("upsampler" if len(preset.upsamplers) == 1 else f"upsampler{i + 1}")
-        log(f"[5/5] upsampler ({name}) in {sub}")
-        up_dirs.append(train_decoder(preset_name=name, run_dir=sub, device=device, progress=progress))
+    if jobs == 2:
+        from .train_parallel import run_lanes
+
+        total = threads or torch.get_num_threads()
+        run_lanes(preset_name=preset_name, run_dir=run_dir, clip_dir=clip_dir, device=device,
+                  threads=max(1, total // 2), progress=progress, log=log, setup=lane_setup)
+        # every stage is finished now: the calls below only find where each one wrote its model
+        log, progress = (lambda text: None), False
+    prior_dir, ar_dir, up_dirs = prior_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
+    guide_dir, decoder_dir = decoder_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
     pipe = UnCLIP(clip=load_clip(clip_dir), prior=load_prior(prior_dir), ar_prior=load_prior(ar_dir),
                   decoder=load_decoder(decoder_dir), upsamplers=[load_decoder(d) for d in up_dirs],
                   decoder_guide=None if guide_dir is None else load_decoder(guide_dir), config=preset.sampling)
     return pipe.save_pretrained(run_dir / "pipeline", half=half)
+
+
+def prior_lane(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, device: str, progress: bool,
+               log) -> tuple[Path, Path, list[Path]]:
+    """The stages that do not wait on the decoder: the diffusion prior, the autoregressive prior, the upsamplers."""
+    log(f"[2/5] diffusion prior ({preset.prior}) in {run_dir / 'prior'}")
+    prior_dir = train_prior(kind="diffusion", preset_name=preset.prior, clip_dir=clip_dir, run_dir=run_dir / "prior",
+                            device=device, progress=progress)
+    _share_embeddings(preset, run_dir)
+    log(f"[3/5] autoregressive prior ({preset.ar_prior}) in {run_dir / 'ar-prior'}")
+    ar_dir = train_prior(kind="autoregressive", preset_name=preset.ar_prior, clip_dir=clip_dir,
+                         run_dir=run_dir / "ar-prior", device=device, progress=progress)
+    up_dirs = []
+    for sub, name in upsampler_runs(preset, run_dir):
+        log(f"[4/5] upsampler ({name}) in {sub}")
+        up_dirs.append(train_decoder(preset_name=name, run_dir=sub, device=device, progress=progress))
+    return prior_dir, ar_dir, up_dirs
+
+
+def decoder_lane(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, device: str, progress: bool,
+                 log) -> tuple[Path | None, Path]:
+    """The decoder's first run (and the guide kept from it), then its later cycles; returns (guide, last model)."""
+    guide_dir = None if preset.decoder_guide_steps is None else _decoder_guide(preset, run_dir, clip_dir, device=device,
+                                                                               progress=progress, log=log)
+    log(f"[5/5] decoder ({preset.decoder}) in {run_dir / 'decoder'}")
+    decoder_dir = train_decoder(preset_name=preset.decoder, clip_dir=clip_dir, run_dir=run_dir / "decoder",
+                                max_steps=preset.decoder_steps, device=device, progress=progress)
+    for cycle, (sub, name) in enumerate(decoder_runs(preset, run_dir)[1:], start=2):
+        log(f"[5/5] decoder, cycle {cycle} ({name}) in {sub}")
+        decoder_dir = train_decoder(preset_name=name, clip_dir=clip_dir, init_from=decoder_dir, run_dir=sub,
+                                    device=device, progress=progress)
+    return guide_dir, decoder_dir
+
+
+def decoder_runs(preset: PipelinePreset, run_dir: Path) -> list[tuple[Path, str]]:
+    """(run directory, recipe) of the decoder's runs in order: DIR/decoder, then DIR/decoder-ft, DIR/decoder-ft2, ..."""
+    later = ["decoder-ft" if i == 0 else f"decoder-ft{i + 1}" for i in range(len(preset.decoder_finetunes))]
+    subs = ["decoder", *later]
+    return [(run_dir / sub, name) for sub, name in zip(subs, (preset.decoder, *preset.decoder_finetunes))]
+
+
+def upsampler_runs(preset: PipelinePreset, run_dir: Path) -> list[tuple[Path, str]]:
+    """(run directory, recipe) of each upsampler: DIR/upsampler, or DIR/upsampler1, DIR/upsampler2, ... for several."""
+    one = len(preset.upsamplers) == 1
+    return [(run_dir / ("upsampler" if one else f"upsampler{i + 1}"), name) for i, name in enumerate(preset.upsamplers)]
+
+
+def _share_embeddings(preset: PipelinePreset, run_dir: Path) -> None:
+    """Give the autoregressive prior the diffusion prior's embedded training pairs when its recipe asks for the same
+    scenes (the same count from the same first index, through the same CLIP), so they are not rendered and embedded
+    twice (about 5 minutes on a 2-core CPU); a copy, so each run directory stands alone."""
+    diffusion, ar = PRIOR_RECIPES["diffusion"][preset.prior], PRIOR_RECIPES["autoregressive"][preset.ar_prior]
+    source, target = run_dir / "prior" / EMBEDDINGS_FILE, run_dir / "ar-prior" / EMBEDDINGS_FILE
+    if (diffusion.pairs, diffusion.pairs_from) != (ar.pairs, ar.pairs_from) or not source.is_file() or target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)  # atomic: a run that stops mid-copy leaves no half file behind
 
 
 def _decoder_guide(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, device: str, progress: bool,
@@ -149,7 +223,7 @@ def _decoder_guide(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, dev
     if done and done[-1][0] > steps:
         raise ValueError(f"{run_dir / 'decoder'} is at step {done[-1][0]}, past the guide's step {steps}, whose "
                          "weights are gone: train the decoder in a new run directory, or assemble a guide yourself")
-    log(f"[4/5] decoder ({preset.decoder}) to step {steps}, kept as the guide in {guide_dir}")
+    log(f"[5/5] decoder ({preset.decoder}) to step {steps}, kept as the guide in {guide_dir}")
     first = train_decoder(preset_name=preset.decoder, clip_dir=clip_dir, run_dir=run_dir / "decoder", max_steps=steps,
                           device=device, progress=progress)
     save_decoder(guide_dir, load_decoder(first))

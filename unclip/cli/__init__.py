@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-focus7-cap20-ft8: a ninth for it, no better, -focus7-cap20-wide-ft8: that ninth grown wider, and "
         "-focus7-cap20-wide-ft9: a tenth for it, shapes-tiny's decoder) and "
         "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
-        "then RUN_DIR/pipeline; preset shapes-tiny).")
+        "then RUN_DIR/pipeline; preset shapes-tiny, or shapes-2h: the whole pipeline in under two hours on a "
+        "2-core CPU with --jobs 2).")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
                        help="which stage")
     train.add_argument("--preset", default="tiny",
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "tiny-tok (reading the token ids through an embedding of its own) and tiny-tok-long (that "
                        "for 5,000 steps: shapes-tiny's), tiny-long (tiny for 5,000 steps, its control) and tiny-tok-ft "
                        "(a second learning-rate cycle for "
-                       "tiny-tok-long on the next 100,000 scenes: with --init-from); "
+                       "tiny-tok-long on the next 100,000 scenes: with --init-from); the autoregressive prior also "
+                       "tiny-short (1,000 steps, shapes-2h's); "
                        "decoder: tiny, tiny-long, "
                        "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
                        "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
@@ -211,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "-focus7-cap20-wide-ft8 (that ninth grown wider), -focus7-cap20-wide-ft9 (a tenth for it; "
                        "shapes-tiny's), -focus7-cap20-wide-ft10 (an eleventh, within noise of it), -ft10b and "
                        "-ft10c (two shorter siblings of it, to be averaged by `unclip assemble --decoder A B`), "
+                       "tiny-16-rb1-fast (the two-hour pipeline's: tiny-16-rb1 from scratch, focused and "
+                       "channels-last, 7,500 steps), "
                        "tiny-8-rb1-guide and tiny-16-rb1-guide (weak decoders trained to guide "
                        "the shipped one by autoguidance; the shipped guide is tiny-16-rb1 at step 20,000); "
                        "upsampler: "
@@ -236,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-malloc-tuning", action="store_true",
                        help="leave glibc's allocator at its defaults instead of keeping the memory each step frees "
                        "for the next (which saves the kernel's page faults: 1.03x on a 2-core CPU)")
+    train.add_argument("--jobs", type=int, choices=(1, 2), default=1,
+                       help="all: 2 trains the decoder beside the priors and upsamplers, two processes of half the "
+                       "threads each, after the CLIP (on a 2-core CPU two 1-thread trainings get more done than one "
+                       "2-thread training); 1 (default) trains every stage in turn")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)

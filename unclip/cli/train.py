@@ -16,11 +16,15 @@ def _train(args) -> int:
         keep_freed_memory()
     ctx = init_from_env()  # under torchrun: join the process group; otherwise rank 0 of 1
     device = f"cuda:{ctx.local_rank}" if args.device == "cuda" and ctx.enabled else args.device
+    if args.jobs != 1 and ctx.enabled:
+        raise SystemExit("unclip train all --jobs 2 runs its own two processes: start it with python, not torchrun")
     if args.stage == "all":
         from ..train_all import train_all
 
         preset = "shapes-tiny" if args.preset == "tiny" else args.preset
-        out = train_all(preset_name=preset, run_dir=args.run_dir, device=device)
+        out = train_all(preset_name=preset, run_dir=args.run_dir, device=device, jobs=args.jobs, threads=args.threads)
+    elif args.jobs != 1:
+        raise SystemExit(f"unclip train {args.stage}: --jobs is for `train all` (got --jobs {args.jobs})")
     elif args.init_from and args.stage == "clip":
         raise SystemExit("unclip train clip: --init-from is for the priors, the decoder and the upsampler")
     elif args.channels_last and args.stage not in ("decoder", "upsampler"):

@@ -208,6 +208,15 @@ RECIPES: dict[str, DecoderRecipe] = {
     # (+-0.011), so none is shipped (README, decoder section).
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10b": _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10c": _restart(seed=13, steps=5000, model=_FOCUS7_CAP20_WIDE),
+    # The decoder of the two-hour pipeline (shapes-2h): "tiny-16-rb1" trained from scratch with what the shipped
+    # decoder's later cycles added that costs nothing a step (half the timesteps on the 7 the pipeline samples, the
+    # caption kept 80% of the time, channels-last convolutions), for the 7,500 steps that fit beside the priors and
+    # the upsampler on a 2-core CPU (`unclip train all --preset shapes-2h --jobs 2`; models/shapes-2h/README.md).
+    "tiny-16-rb1-fast": DecoderRecipe(
+        model=_TINY_16_RB1.with_(p_drop_text=0.2, unet=_TINY_16_RB1.unet.with_(channels_last=True),
+                                 diffusion=replace(_TINY_16_RB1.diffusion, timestep_focus_steps=7,
+                                                   timestep_focus_fraction=0.5)),
+        train=replace(_TINY_16_RB1_TRAIN, steps=7500, checkpoint_every=500)),
     # A small, briefly trained decoder to guide the shipped one by autoguidance (Karras et al. 2024, "Guiding a
     # diffusion model with a bad version of itself"): half the width (model_channels 8, 0.23M parameters), no
     # self-conditioning, the shipped recipe's timestep focus and caption dropout, 8,000 steps. Read at steps 1,000 to

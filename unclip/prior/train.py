@@ -24,6 +24,9 @@ from .embed import EmbeddingRows, cached_embeddings, embed_items, from_shards, t
 from .weights import load_prior, save_prior
 
 
+EMBEDDINGS_FILE = "embeddings.safetensors"  # RUN_DIR/EMBEDDINGS_FILE: the training pairs, embedded once
+
+
 @dataclass(frozen=True)
 class PriorRecipe:
     model: DiffusionPriorConfig | ARPriorConfig
@@ -57,6 +60,9 @@ RECIPES: dict[str, dict[str, PriorRecipe]] = {
     "autoregressive": {
         # Its sequences are longer (caption + ~20 codes), so fewer steps fit the same CPU time.
         "tiny": PriorRecipe(model=ARPriorConfig(), pairs=100_000, train=TrainConfig(steps=1500, **_TRAIN)),
+        # "tiny" in two thirds of the steps, for the two-hour pipeline (shapes-2h), which samples with the diffusion
+        # prior by default.
+        "tiny-short": PriorRecipe(model=ARPriorConfig(), pairs=100_000, train=TrainConfig(steps=1000, **_TRAIN)),
     },
 }
 
@@ -91,7 +97,7 @@ def training_pairs(run_dir: Path, clip: CLIP, *, data: str, pairs: int, progress
     if not (data == "shapes" or data.startswith("shapes:")):
         raise ValueError(f"prior data must be shapes[:SPLIT] or embeddings:DIR, got {data!r}")
     items = ShapesItems(data.partition(":")[2] or "train", size=clip.config.image_size)
-    return cached_embeddings(run_dir / "embeddings.safetensors", lambda: embed_items(
+    return cached_embeddings(run_dir / EMBEDDINGS_FILE, lambda: embed_items(
         clip, items, n=pairs, first=first, progress=progress, device=device))
 
 
