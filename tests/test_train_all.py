@@ -181,6 +181,12 @@ def test_train_all_in_two_lanes_gives_what_one_lane_gives(tmp_path, monkeypatch)
         a, b = (load_file(str(out / stage / "model.safetensors")) for out in (one, two))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    before = load_file(str(two / "decoder" / "model.safetensors"))
+    ta.train_all(preset_name="micro", run_dir=tmp_path / "two", progress=False, log=lambda text: None, jobs=2,
+                 threads=2, lane_setup=register_micro_in_lane)  # a rerun finds every stage done
+    after = load_file(str(two / "decoder" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert max(p.name for p in (tmp_path / "two" / "decoder-ft2" / "checkpoints").iterdir()) == "step-00000002"
 
 
 def test_train_all_in_two_lanes_names_the_lane_that_failed(tmp_path, monkeypatch):
@@ -193,3 +199,16 @@ def test_train_all_in_two_lanes_names_the_lane_that_failed(tmp_path, monkeypatch
     assert "decoder lane (exit" not in str(err.value)  # the lane stopped because of it is not called failed
     with pytest.raises(ValueError, match="jobs must be 1 or 2.*got 3"):
         ta.train_all(preset_name="micro", run_dir=tmp_path, jobs=3)
+
+
+def test_lane_progress_reads_the_last_logged_step(tmp_path):
+    from unclip.train_parallel import lane_runs, logged_step
+
+    assert logged_step(tmp_path) == 0  # nothing logged yet
+    (tmp_path / "metrics.jsonl").write_text('{"step": 25, "loss": 1.0}\n{"step": 50, "loss": 0.9}\n')
+    assert logged_step(tmp_path) == 50
+    (tmp_path / "metrics.jsonl").write_text('{"step": 25, "loss": 1.0}\n{"step": 5')  # a line half written
+    assert logged_step(tmp_path) == 0
+    runs = lane_runs(ta.PRESETS["shapes-2h"], tmp_path)  # what each bar counts: every run's steps, in lane order
+    assert [(run.name, steps) for run, steps in runs["decoder"]] == [("decoder", 7500)]
+    assert [run.name for run, _ in runs["priors"]] == ["prior", "ar-prior", "upsampler"]

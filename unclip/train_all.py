@@ -141,10 +141,14 @@ def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cp
         total = threads or torch.get_num_threads()
         run_lanes(preset_name=preset_name, run_dir=run_dir, clip_dir=clip_dir, device=device,
                   threads=max(1, total // 2), progress=progress, log=log, setup=lane_setup)
-        # every stage is finished now: the calls below only find where each one wrote its model
-        log, progress = (lambda text: None), False
-    prior_dir, ar_dir, up_dirs = prior_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
-    guide_dir, decoder_dir = decoder_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
+        # every stage is finished: each run wrote RUN/model (the guide its own directory)
+        prior_dir, ar_dir = run_dir / "prior" / "model", run_dir / "ar-prior" / "model"
+        up_dirs = [sub / "model" for sub, _ in upsampler_runs(preset, run_dir)]
+        decoder_dir = decoder_runs(preset, run_dir)[-1][0] / "model"
+        guide_dir = None if preset.decoder_guide_steps is None else run_dir / "decoder-guide"
+    else:
+        prior_dir, ar_dir, up_dirs = prior_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
+        guide_dir, decoder_dir = decoder_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
     pipe = UnCLIP(clip=load_clip(clip_dir), prior=load_prior(prior_dir), ar_prior=load_prior(ar_dir),
                   decoder=load_decoder(decoder_dir), upsamplers=[load_decoder(d) for d in up_dirs],
                   decoder_guide=None if guide_dir is None else load_decoder(guide_dir), config=preset.sampling)

@@ -85,8 +85,9 @@ def run_lanes(*, preset_name: str, run_dir: Path, clip_dir: Path, device: str, t
     procs = {lane: ctx.Process(target=_lane_main, name=f"unclip-{lane}", args=(lane, preset_name, str(run_dir),
                                                                                str(clip_dir), device, threads, setup))
              for lane in LANES}
-    bars = {lane: tqdm(total=sum(steps for _, steps in runs[lane]), desc=f"{lane:>7}", unit="step", position=i,
-                       disable=not progress, dynamic_ncols=True) for i, lane in enumerate(LANES)}
+    bars = {lane: tqdm(total=sum(steps for _, steps in runs[lane]), initial=_done(runs[lane]), desc=f"{lane:>7}",
+                       unit="step", position=i, disable=not progress, dynamic_ncols=True)
+            for i, lane in enumerate(LANES)}  # a resumed run's bar starts where it stopped
     for proc in procs.values():
         proc.start()
     interrupted, failed, stopped = True, {}, []  # until the loop below ends by itself (not by Ctrl-C or an error)
@@ -117,7 +118,11 @@ def _failed(procs: dict[str, mp.Process]) -> dict[str, int]:
     return {lane: proc.exitcode for lane, proc in procs.items() if proc.exitcode not in (None, 0)}
 
 
+def _done(runs: list[tuple[Path, int]]) -> int:
+    return sum(min(logged_step(run), steps) for run, steps in runs)
+
+
 def _update(bars: dict[str, tqdm], runs: dict[str, list[tuple[Path, int]]]) -> None:
     for lane, bar in bars.items():
-        bar.n = sum(min(logged_step(run), steps) for run, steps in runs[lane])
+        bar.n = _done(runs[lane])
         bar.refresh()
