@@ -142,7 +142,8 @@ def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cp
         run_lanes(preset_name=preset_name, run_dir=run_dir, clip_dir=clip_dir, device=device,
                   threads=max(1, total // 2), progress=progress, log=log, setup=lane_setup)
         # every stage is finished: each run wrote RUN/model (the guide its own directory)
-        prior_dir, ar_dir = run_dir / "prior" / "model", run_dir / "ar-prior" / "model"
+        priors = prior_runs(preset, run_dir)
+        prior_dir, ar_dir = priors["diffusion"][0] / "model", priors["autoregressive"][0] / "model"
         up_dirs = [sub / "model" for sub, _ in upsampler_runs(preset, run_dir)]
         decoder_dir = decoder_runs(preset, run_dir)[-1][0] / "model"
         guide_dir = None if preset.decoder_guide_steps is None else run_dir / "decoder-guide"
@@ -158,13 +159,15 @@ def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cp
 def prior_lane(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, device: str, progress: bool,
                log) -> tuple[Path, Path, list[Path]]:
     """The stages that do not wait on the decoder: the diffusion prior, the autoregressive prior, the upsamplers."""
-    log(f"[2/5] diffusion prior ({preset.prior}) in {run_dir / 'prior'}")
-    prior_dir = train_prior(kind="diffusion", preset_name=preset.prior, clip_dir=clip_dir, run_dir=run_dir / "prior",
+    runs = prior_runs(preset, run_dir)
+    (prior_run, prior_name), (ar_run, ar_name) = runs["diffusion"], runs["autoregressive"]
+    log(f"[2/5] diffusion prior ({prior_name}) in {prior_run}")
+    prior_dir = train_prior(kind="diffusion", preset_name=prior_name, clip_dir=clip_dir, run_dir=prior_run,
                             device=device, progress=progress)
     _share_embeddings(preset, run_dir)
-    log(f"[3/5] autoregressive prior ({preset.ar_prior}) in {run_dir / 'ar-prior'}")
-    ar_dir = train_prior(kind="autoregressive", preset_name=preset.ar_prior, clip_dir=clip_dir,
-                         run_dir=run_dir / "ar-prior", device=device, progress=progress)
+    log(f"[3/5] autoregressive prior ({ar_name}) in {ar_run}")
+    ar_dir = train_prior(kind="autoregressive", preset_name=ar_name, clip_dir=clip_dir, run_dir=ar_run, device=device,
+                         progress=progress)
     up_dirs = []
     for sub, name in upsampler_runs(preset, run_dir):
         log(f"[4/5] upsampler ({name}) in {sub}")
@@ -187,6 +190,11 @@ def decoder_lane(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, devic
     return guide_dir, decoder_dir
 
 
+def prior_runs(preset: PipelinePreset, run_dir: Path) -> dict[str, tuple[Path, str]]:
+    """(run directory, recipe) of each prior by kind: DIR/prior (diffusion) and DIR/ar-prior (autoregressive)."""
+    return {"diffusion": (run_dir / "prior", preset.prior), "autoregressive": (run_dir / "ar-prior", preset.ar_prior)}
+
+
 def decoder_runs(preset: PipelinePreset, run_dir: Path) -> list[tuple[Path, str]]:
     """(run directory, recipe) of the decoder's runs in order: DIR/decoder, then DIR/decoder-ft, DIR/decoder-ft2, ..."""
     later = ["decoder-ft" if i == 0 else f"decoder-ft{i + 1}" for i in range(len(preset.decoder_finetunes))]
@@ -204,8 +212,10 @@ def _share_embeddings(preset: PipelinePreset, run_dir: Path) -> None:
     """Give the autoregressive prior the diffusion prior's embedded training pairs when its recipe asks for the same
     scenes (the same count from the same first index, through the same CLIP), so they are not rendered and embedded
     twice (about 5 minutes on a 2-core CPU); a copy, so each run directory stands alone."""
-    diffusion, ar = PRIOR_RECIPES["diffusion"][preset.prior], PRIOR_RECIPES["autoregressive"][preset.ar_prior]
-    source, target = run_dir / "prior" / EMBEDDINGS_FILE, run_dir / "ar-prior" / EMBEDDINGS_FILE
+    runs = prior_runs(preset, run_dir)
+    (source_run, diffusion_name), (target_run, ar_name) = runs["diffusion"], runs["autoregressive"]
+    diffusion, ar = PRIOR_RECIPES["diffusion"][diffusion_name], PRIOR_RECIPES["autoregressive"][ar_name]
+    source, target = source_run / EMBEDDINGS_FILE, target_run / EMBEDDINGS_FILE
     if (diffusion.pairs, diffusion.pairs_from) != (ar.pairs, ar.pairs_from) or not source.is_file() or target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -47,13 +47,12 @@ def lane_runs(preset, run_dir: Path) -> dict[str, list[tuple[Path, int]]]:
     """Each lane's runs in order with the step each trains to (what its progress bar counts)."""
     from .decoder.train import RECIPES as DECODER_RECIPES
     from .prior.train import RECIPES as PRIOR_RECIPES
-    from .train_all import decoder_runs, upsampler_runs
+    from .train_all import decoder_runs, prior_runs, upsampler_runs
 
     decoder = [(sub, DECODER_RECIPES[name].train.steps) for sub, name in decoder_runs(preset, run_dir)]
     if preset.decoder_steps is not None:  # the first run stops early (its schedule keeps the recipe's length)
         decoder[0] = (decoder[0][0], preset.decoder_steps)
-    priors = [(run_dir / "prior", PRIOR_RECIPES["diffusion"][preset.prior].train.steps),
-              (run_dir / "ar-prior", PRIOR_RECIPES["autoregressive"][preset.ar_prior].train.steps)]
+    priors = [(sub, PRIOR_RECIPES[kind][name].train.steps) for kind, (sub, name) in prior_runs(preset, run_dir).items()]
     priors += [(sub, DECODER_RECIPES[name].train.steps) for sub, name in upsampler_runs(preset, run_dir)]
     return {"decoder": decoder, "priors": priors}
 
