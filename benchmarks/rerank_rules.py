@@ -9,7 +9,9 @@ pipeline's own sampling), scores every candidate with the world's exact scorer, 
   unclip/world/alternatives.py) at the CLIP's logit scale: zero-shot classification of the candidate;
 - `margin`: cos to the caption minus the highest cos to an alternative;
 - `oracle`: a correct candidate whenever there is one (the ceiling of any rule on these candidates);
-- `first`: the first candidate (no re-ranking).
+- `first`: the first candidate (no re-ranking);
+- `judge` (with `--judge DIR`): cos(image, caption) as another CLIP sees them, e.g. the evaluation encoder
+  (models/eval-clip; only to measure whether a different CLIP would choose better: the pipeline never reads it).
 
 Run (1.5 min for 500 captions at K = 2 on two threads, 3 min for 1,000):
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unclip.clip import load_clip
 from unclip.data.images import to_pil
 from unclip.pipeline import UnCLIP
 from unclip.rerank import clip_image_embeddings
@@ -47,6 +50,15 @@ def candidates_of(pipe: UnCLIP, captions: list[str], *, k: int, seed: int) -> to
     generator = torch.Generator(pipe.device).manual_seed(seed)
     z_i = pipe.image_embeddings(batch, generator=generator)
     return pipe.decode(z_i, captions=batch, generator=generator, autoguidance=pipe.config.autoguidance)
+
+
+@torch.no_grad()
+def judge_scores(judge, images: torch.Tensor, captions: list[str], *, k: int) -> np.ndarray:
+    """cos(judge's image embedding, judge's text embedding of the caption), (len(captions), K): another CLIP's
+    view of the same candidates."""
+    z_t = F.normalize(judge.encode_text(captions), dim=-1)  # (N, E)
+    image_e = clip_image_embeddings(judge, images).view(len(captions), k, -1)  # (N, K, E)
+    return (image_e * z_t[:, None]).sum(-1).numpy()
 
 
 @torch.no_grad()
@@ -78,22 +90,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="as `unclip eval --seed`")
     parser.add_argument("--batch", type=int, default=32, help="captions per batch, as `unclip eval` (32)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--judge", default=None, help="another CLIP's directory: adds a rule 'judge' that keeps the "
+                        "candidate it rates closest to the caption")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = UnCLIP.from_pretrained(args.model)
+    judge = load_clip(args.judge) if args.judge else None
+    rules = RULES + (("judge",) if judge else ())
     k = args.k or pipe.config.candidates
     if k < 2:
         raise SystemExit(f"--k {k}: re-ranking needs at least 2 candidates")
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
-    scores = {name: np.zeros((args.n, k)) for name in ("cosine", "contrast", "margin")}
+    scores = {name: np.zeros((args.n, k)) for name in ("cosine", "contrast", "margin") + (("judge",) if judge else ())}
     started = time.perf_counter()
     for b, s in enumerate(range(0, args.n, args.batch)):
         chunk = captions[s:s + args.batch]
         images = candidates_of(pipe, chunk, k=k, seed=args.seed + b)
         for name, value in rule_scores(pipe, images, chunk, k=k).items():
             scores[name][s:s + len(chunk)] = value
+        if judge is not None:
+            scores["judge"][s:s + len(chunk)] = judge_scores(judge, images, chunk, k=k)
         for j, image in enumerate(images):
             correct[s + j // k, j % k] = score_image(to_pil(image), chunk[j // k]).correct
         print(f"{s + len(chunk)}/{args.n} captions, {time.perf_counter() - started:.0f} s", flush=True)
@@ -102,11 +120,11 @@ def main() -> None:
     kept = {"first": np.zeros(args.n, dtype=int), "oracle": correct.argmax(axis=1)}
     kept |= {name: value.argmax(axis=1) for name, value in scores.items()}
     rows = {}
-    for rule in RULES:
+    for rule in rules:
         right = correct[np.arange(args.n), kept[rule]]
         rows[rule] = accuracy_by_skill(zip(right, skills))
     base = correct[np.arange(args.n), kept["cosine"]].astype(float)
-    for rule in RULES:
+    for rule in rules:
         diff = correct[np.arange(args.n), kept[rule]].astype(float) - base
         rows[rule]["gain_vs_cosine"] = float(diff.mean())
         rows[rule]["gain_se"] = float(diff.std(ddof=1) / np.sqrt(args.n))
@@ -115,7 +133,7 @@ def main() -> None:
           f"{correct.mean():.3f} of the time\n")
     print("| rule | overall | vs cosine | " + " | ".join(names) + " |")
     print("|---|--:|--:|" + "--:|" * len(names))
-    for rule in RULES:
+    for rule in rules:
         r = rows[rule]
         print(f"| {rule} | {r['overall']:.3f} | {r['gain_vs_cosine']:+.3f} ± {r['gain_se']:.3f} | "
               + " | ".join(f"{r['skills'].get(t, float('nan')):.3f}" for t in names) + " |")
