@@ -140,3 +140,30 @@ def test_shapes_negatives_follow_their_attribute_weights():
     assert heavy[pairs[0]]["negatives"] == heavy[pairs[0]]["negatives"]  # seeded by the index
     with pytest.raises(ValueError, match="negative_weights"):
         ShapesItems("train", size=16, negatives=1, negative_weights=(1.0, 2.0))
+
+
+def test_shapes_form_weights_draw_forms_in_proportion():
+    from collections import Counter
+
+    from unclip.data.sources import ShapesItems
+    from unclip.world.scene import FORMS
+
+    plain = ShapesItems("train", size=16, length=50)
+    assert [plain[i]["caption"] for i in range(5)] == [sample_scene("train", i).caption for i in range(5)]
+    # singles almost never: a known-answer mix far from the world's equal one
+    items = ShapesItems("train", size=16, length=1200, form_weights=(0.05, 1.0, 1.0, 2.0))
+    index = [items.world_index(i) for i in range(1200)]
+    assert len(set(index)) == 1200  # no two items share a scene
+    share = Counter(sample_scene("train", j).form for j in index)
+    expected = np.array([0.05, 1.0, 1.0, 2.0]) / 4.05
+    got = np.array([share[f] for f in FORMS]) / 1200
+    assert np.abs(got - expected).max() < 0.05, (got, expected)
+    again = ShapesItems("train", size=16, length=1200, form_weights=(0.05, 1.0, 1.0, 2.0))
+    assert again[7]["caption"] == items[7]["caption"] == sample_scene("train", index[7]).caption  # seeded
+    assert torch.equal(again[7]["image"], items[7]["image"])
+    assert items[-1]["caption"] == items[1199]["caption"] and len(items) == 1200
+    with pytest.raises(IndexError, match="1200"):
+        items[1200]
+    for bad in [(1.0, 2.0), (1.0, 0.0, 1.0, 1.0), (1.0, float("nan"), 1.0, 1.0)]:
+        with pytest.raises(ValueError, match="form_weights"):
+            ShapesItems("train", size=16, form_weights=bad)

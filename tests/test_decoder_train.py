@@ -1,6 +1,7 @@
 """`unclip train decoder|upsampler`: runs end to end on the engine, resumes exactly, writes a grid."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -36,7 +37,10 @@ def test_decoder_and_upsampler_train_resume_and_save(tmp_path, monkeypatch):
     for name, model in (("tiny", micro_decoder), ("tiny-up-128", micro_up)):
         train = dataclasses.replace(base[name].train, steps=4, batch_size=4, checkpoint_every=2, warmup_steps=1,
                                     hook_every=0)
-        monkeypatch.setitem(base, name, decoder_train.DecoderRecipe(model=model, train=train, sample_steps=2))
+        # the decoder on a mix of forms of its own (resumed exactly too, and recorded in the run's config)
+        forms = (1.0, 3.0, 3.0, 2.0) if name == "tiny" else None
+        monkeypatch.setitem(base, name, decoder_train.DecoderRecipe(model=model, train=train, sample_steps=2,
+                                                                    form_weights=forms))
         clip_dir = tmp_path / "clip" if name == "tiny" else None
         whole = decoder_train.train_decoder(preset_name=name, run_dir=tmp_path / f"{name}-a", clip_dir=clip_dir,
                                             progress=False)
@@ -47,6 +51,9 @@ def test_decoder_and_upsampler_train_resume_and_save(tmp_path, monkeypatch):
         a, b = load_decoder(whole).state_dict(), load_decoder(split).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert (tmp_path / "tiny-a" / "samples" / "step-00000004.png").is_file()  # the progress grid at the end
+    recorded = json.loads((tmp_path / "tiny-a" / "config.json").read_text())["model"]
+    assert recorded["form_weights"] == [1.0, 3.0, 3.0, 2.0]
+    assert "form_weights" not in json.loads((tmp_path / "tiny-up-128-a" / "config.json").read_text())["model"]
 
 
 def test_glide_baseline_trains_on_the_caption_alone(tmp_path, monkeypatch):

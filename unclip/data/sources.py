@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..world import ATTRIBUTES, ShapesDataset, perturb
+from ..world.scene import FORMS, sample_scene
 from .embeddings import EmbeddingShards
 from .emoji import EmojiDataset
 from .folder import CaptionFolder
@@ -20,6 +21,9 @@ from .shards import TarShards
 
 KINDS = ("shapes", "emoji", "folder", "shards", "embeddings")
 SHAPES_LENGTH = 10_000_000  # the world is endless; a run draws scenes 0 .. N-1 of its split in order
+# With form weights, item i is the first accepted of the world's scenes i * FORM_PROBES .. i * FORM_PROBES + 7, or the
+# last if none is (at weights (1, 3, 3, 2), whose mean acceptance is 0.75, one item in 16,000)
+FORM_PROBES = 8
 
 
 class ShapesItems(Dataset):
@@ -30,11 +34,26 @@ class ShapesItems(Dataset):
     seeded by the index so that they are the same on every run (and after a resume). Attributes are tried
     in a random order, weighted by `negative_weights` (one weight per world ATTRIBUTE; equal by default):
     weight goes where the model is weak, since a negative it already rejects teaches it nothing.
+
+    With `form_weights` (relative weights of the world's FORMS: single, pair, list, count), scenes are drawn in
+    those proportions instead of the contract's equal ones: item i is the first of the world's scenes
+    i * 8 .. i * 8 + 7 that passes a test, seeded by i, accepting a scene of form f with probability
+    w_f / max(w) (rejection sampling; the world draws each form with p = 1/4, so the accepted ones come in
+    proportion to w). Items never share a scene, and stay the same on every run and after a resume.
     """
 
     def __init__(self, split: str, *, size: int, length: int = SHAPES_LENGTH, negatives: int = 0,
-                 negative_weights: tuple[float, ...] | None = None):
-        self.world = ShapesDataset(split, size=size, length=length)
+                 negative_weights: tuple[float, ...] | None = None,
+                 form_weights: tuple[float, ...] | None = None):
+        self.length = length
+        self.accept = None
+        if form_weights is not None:
+            w = np.asarray(form_weights, float)
+            if w.shape != (len(FORMS),) or not np.isfinite(w).all() or (w <= 0).any():
+                raise ValueError(f"form_weights must be {len(FORMS)} positive numbers, one per form {FORMS}; "
+                                 f"got {form_weights}")
+            self.accept = dict(zip(FORMS, w / w.max()))
+        self.world = ShapesDataset(split, size=size, length=length * (FORM_PROBES if self.accept else 1))
         self.negatives = negatives
         weights = np.ones(len(ATTRIBUTES)) if negative_weights is None else np.asarray(negative_weights, float)
         if weights.shape != (len(ATTRIBUTES),) or (weights <= 0).any():
@@ -43,13 +62,26 @@ class ShapesItems(Dataset):
         self.weights = None if negative_weights is None else weights / weights.sum()
 
     def __len__(self) -> int:
-        return len(self.world)
+        return self.length
+
+    def world_index(self, i: int) -> int:
+        """Which of the world's scenes item i shows (i itself without form weights)."""
+        if self.accept is None:
+            return i
+        rng = np.random.default_rng([0xF0F, self.world.start + i])
+        first = i * FORM_PROBES
+        for j in range(first, first + FORM_PROBES - 1):
+            if rng.random() < self.accept[sample_scene(self.world.split, self.world.start + j).form]:
+                return j
+        return first + FORM_PROBES - 1
 
     def __getitem__(self, i: int) -> dict:
-        image, caption, scene = self.world[i]
+        if not -self.length <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} items")
+        image, caption, scene = self.world[self.world_index(i % self.length)]
         item = {"image": image, "caption": caption}
         if self.negatives:
-            rng = np.random.default_rng([0x4E6, self.world.start + i])
+            rng = np.random.default_rng([0x4E6, self.world.start + i % self.length])
             if self.weights is None:
                 order = rng.permutation(len(ATTRIBUTES))
             else:  # successive weighted draws without replacement
