@@ -97,13 +97,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = UnCLIP.from_pretrained(args.model)
     judge = load_clip(args.judge) if args.judge else None
-    rules = RULES + (("judge",) if judge else ())
+    extra = ("judge",) if judge else ()
+    scored, rules = ("cosine", "contrast", "margin") + extra, RULES + extra  # the rules that score candidates; all
     k = args.k or pipe.config.candidates
     if k < 2:
         raise SystemExit(f"--k {k}: re-ranking needs at least 2 candidates")
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
-    scores = {name: np.zeros((args.n, k)) for name in ("cosine", "contrast", "margin") + (("judge",) if judge else ())}
+    scores = {name: np.zeros((args.n, k)) for name in scored}
     started = time.perf_counter()
     for b, s in enumerate(range(0, args.n, args.batch)):
         chunk = captions[s:s + args.batch]

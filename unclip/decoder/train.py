@@ -72,6 +72,10 @@ _FOCUS7_CAP20_WIDE = _FOCUS7.with_(p_drop_text=0.2, unet=_FOCUS7.unet.with_(chan
                                                                             image_mlp_width=512))
 
 
+# single, pair, list, count: three times the pairs and lists of a single object, twice its counts
+_PAIRS_AND_LISTS = (1.0, 3.0, 3.0, 2.0)
+
+
 def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB1,
              lr: float = 2.5e-4) -> DecoderRecipe:
     """A warm restart of "tiny-16-rb1" (Loshchilov & Hutter 2017), run with `--init-from` a trained one: its recipe
@@ -217,9 +221,9 @@ RECIPES: dict[str, DecoderRecipe] = {
     # images: 0.618 and 0.613 against their controls' 0.625 and 0.637; pairs and lists no better, counting 0.035-0.062
     # worse, so not shipped (README, decoder section, "More pairs and lists in training").
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10b-forms": replace(
-        _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=(1.0, 3.0, 3.0, 2.0)),
+        _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=_PAIRS_AND_LISTS),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10c-forms": replace(
-        _restart(seed=13, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=(1.0, 3.0, 3.0, 2.0)),
+        _restart(seed=13, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=_PAIRS_AND_LISTS),
     # The decoder of the two-hour pipeline (shapes-2h): "tiny-16-rb1" trained from scratch with what the shipped
     # decoder's later cycles added that costs nothing a step (half the timesteps on the 7 the pipeline samples, the
     # caption kept 80% of the time, channels-last convolutions), for the 7,500 steps that fit beside the priors and
