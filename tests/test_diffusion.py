@@ -143,7 +143,7 @@ def test_focused_timesteps_put_their_share_on_the_trailing_sampler_steps_and_lea
     n, f = 7, 0.5
     cfg = DiffusionConfig(prediction="v", zero_terminal_snr=True, timestep_focus_steps=n, timestep_focus_fraction=f)
     t = GaussianDiffusion(cfg).sample_timesteps(400_000, generator=torch.Generator().manual_seed(0))
-    grid = [999, 856, 713, 570, 428, 285, 142]  # the pipeline's 7 decoder steps (README, pipeline section)
+    grid = [999, 856, 713, 570, 428, 285, 142]  # the pipeline's 7 decoder steps (docs/pipeline.md)
     counts = torch.bincount(t, minlength=1000).double() / len(t)
     for step in grid:
         assert abs(float(counts[step]) - (f / n + (1 - f) / 1000)) < 0.002, step

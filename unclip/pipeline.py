@@ -60,7 +60,7 @@ class PipelineConfig:
     0.913 at 4, 0.911 at 64; benchmarks/results/prior.json) and best-of-2, which doubles its cost, pushes
     cos(z_i, z_t) 0.033 above the true image's (one sample: 0.020; LAION's check allows 0.02). The decoder takes
     13 guided DPM-Solver++ steps (26 evaluations): on 200 test captions they scored as 25 guided DDIM steps did
-    (50 evaluations), with CLIP score 79.0 vs 79.5 and FD 0.053 vs 0.043 (the README's pipeline section).
+    (50 evaluations), with CLIP score 79.0 vs 79.5 and FD 0.053 vs 0.043 (docs/pipeline.md).
 
     candidates > 1 draws that many z_i and decoder images per requested image and keeps the one the pipeline's CLIP
     rates closest to the caption (unclip/rerank.py): K times the prior's and the decoder's work, the upsamplers once.

@@ -55,7 +55,7 @@ PRESETS = {
     # Its decoder samples at guidance 2, not the library's 3: on 500 test captions 0.268 vs 0.258 correct, FD 0.029 vs
     # 0.038, and 0.367 vs 0.333 from true z_i (models/shapes-tiny/README.md). It spends the 35-evaluation budget on
     # two candidates re-ranked by CLIP (2 prior and 7 guided decoder steps each, 32 evaluations) instead of one sample
-    # (8 and 13, 34): 0.334 vs 0.268 correct, FD 0.018 vs 0.029, diversity 0.521 vs 0.606 (README, pipeline section).
+    # (8 and 13, 34): 0.334 vs 0.268 correct, FD 0.018 vs 0.029, diversity 0.521 vs 0.606 (docs/pipeline.md).
     # The manipulations keep 13 DDIM steps for their inversion.
     # Since 2026-11-25 its decoder has had three more learning-rate cycles (tiny-16-rb1-ft from the 27,000-step
     # weights, then tiny-16-rb1-ft2 and tiny-16-rb1-ft3, 9,000 steps each): from true z_i 0.316 -> 0.368 -> 0.408 ->
@@ -77,7 +77,7 @@ PRESETS = {
     # evaluations (autoguidance, Karras et al. 2024). From true z_i of 1,000 val images 0.546 vs 0.528 (+0.018 +-
     # 0.012), of the 500 test images 0.572 vs 0.532 (+0.040 +- 0.018); through the pipeline on 1,000 val captions
     # 0.485 vs 0.459 (+0.026 +- 0.014, novel +0.046 +- 0.020) and on the 500 test captions 0.506 vs 0.512 (-0.006 +-
-    # 0.020, novel +0.044 +- 0.031). README, decoder section, "Autoguidance".
+    # 0.020, novel +0.044 +- 0.031). docs/decoder.md, "Autoguidance".
     # Since 2026-12-05 (evening) a ninth cycle grown wider (-sc-focus7-cap20-wide-ft8, 10,000 steps, 1.55M
     # parameters): from true z_i 0.583 vs 0.546 on 1,000 val images (+0.037 +- 0.012), 0.602 vs 0.572 on the 500
     # test images (+0.030 +- 0.018, single 0.986); through the pipeline 0.538 vs 0.506 on the 500 test captions
@@ -89,7 +89,7 @@ PRESETS = {
     # Since 2026-12-06 (morning) the diffusion prior reads the caption's token ids through its own embedding beside
     # CLIP's token states and trains 5,000 steps instead of 2,000 (tiny-tok-long): through the pipeline 0.652 vs
     # 0.578 on the 500 test captions (+0.074 +- 0.021; single 0.937 vs 0.831) and 0.604 vs 0.550 on 500 val captions
-    # (+0.054 +- 0.021). README, priors section, "Left, right and a longer prior".
+    # (+0.054 +- 0.021). docs/priors.md, "Left, right and a longer prior".
     "shapes-tiny": PipelinePreset(clip="tiny", prior="tiny-tok-long", ar_prior="tiny", decoder="tiny-16-rb1",
                                   decoder_finetunes=("tiny-16-rb1-ft", "tiny-16-rb1-ft2", "tiny-16-rb1-ft3",
                                                      "tiny-16-rb1-sc-ft4", "tiny-16-rb1-sc-focus7-ft5",

@@ -24,7 +24,7 @@ class CLIPConfig:
     # how the image becomes the token grid: "patch", CLIP's one linear projection per patch (the layout of
     # OpenAI's and open_clip's ViTs), or "conv", a small stack of 3x3 convolutions with batch norm and ReLU down
     # to the same grid (Xiao et al. 2021, "Early convolutions help transformers see better"), which learns
-    # shapes from far fewer examples (README, CLIP section)
+    # shapes from far fewer examples (docs/clip.md)
     vision_stem: str = "patch"
     # text tower: a causal transformer read out at the end-of-text token (CLIP §2.4)
     context_length: int = 24  # Shapes captions are at most 21 BPE tokens, + SOT and EOT
@@ -75,7 +75,7 @@ PRESETS: dict[str, CLIPConfig] = {
     # Shapes world, CPU: 32 px images on an 8x8 token grid (4 px cells) through a convolutional stem, 2 image
     # layers starting from the sine-cosine position table; ~1.4M parameters. Against CLIP's patch projection with 4
     # layers and random positions it trains 1.3x faster and, at 1,000 steps, lifts the 8-way from 0.536 to 0.824
-    # (README, CLIP section).
+    # (docs/clip.md).
     "tiny": CLIPConfig(vision_stem="conv", vision_layers=2, vision_position_init="sincos"),
     # The first tiny image tower (CLIP's patch projection, 4 layers, random positions), kept to reproduce earlier runs.
     "tiny-vit": CLIPConfig(),

@@ -139,7 +139,7 @@ class CLIP(nn.Module):
         The tower is causal, so the padding after EOT never reaches the EOT state: captions are run in up to
         `length_buckets` groups of similar length (at least 32 captions each), each cut to its own longest. The
         features are those of the full-width pass to float rounding; on Shapes captions (13 of 24 positions
-        used on average) the text tower does about 40% less work (README, CLIP section)."""
+        used on average) the text tower does about 40% less work (docs/clip.md)."""
         if len(tokens) == 0:
             return self.text_projection.new_zeros(0, self.config.embed_dim)
         lengths = real_token_mask(tokens).sum(dim=1)  # (B,) SOT through EOT

@@ -46,17 +46,17 @@ TINY_NEGATIVE_WEIGHTS = (0.5, 3.0, 1.0, 2.0, 4.0, 3.0, 0.25)
 
 RECIPES: dict[str, CLIPRecipe] = {
     # Sized for the budget (20 minutes): 16.5 to 27 minutes on 2-core VMs of the same kind, whose speed
-    # varies (README; 1,200 steps fit but miss the accuracy: 8-way 0.884), the conv-stem image tower of preset
+    # varies (docs/clip.md; 1,200 steps fit but miss the accuracy: 8-way 0.884), the conv-stem image tower of preset
     # "tiny". Negatives weighted towards what a short run reads worst (shape, relation, position; colour and
     # background are read perfectly within a few hundred steps), temperature started at 30: measured 8-way 0.912,
-    # recall@1 0.957 (README, CLIP section); on the patch tower, 1,000 steps, weighting and temperature took the
+    # recall@1 0.957 (docs/clip.md); on the patch tower, 1,000 steps, weighting and temperature took the
     # 8-way from 0.463 to 0.511.
     "tiny": CLIPRecipe(model=preset("tiny"), negatives=2, negative_weights=TINY_NEGATIVE_WEIGHTS,
                        initial_logit_scale=30.0, train=TrainConfig(
         steps=1500, batch_size=128, lr=1e-3, warmup_steps=100, weight_decay=0.1, betas=(0.9, 0.98),
         ema_decay=None, checkpoint_every=250, log_every=25, seed=0)),
     # The first tiny recipe (equal negative weights, temperature from 1 / 0.07) for 3x the steps (about 50
-    # minutes on a 2-core CPU; 3.5 minutes on an H100: README, CLIP section).
+    # minutes on a 2-core CPU; 3.5 minutes on an H100: docs/clip.md).
     "tiny-long": CLIPRecipe(model=preset("tiny-vit"), negatives=2, train=TrainConfig(
         steps=3000, batch_size=128, lr=1e-3, warmup_steps=100, weight_decay=0.1, betas=(0.9, 0.98),
         ema_decay=None, checkpoint_every=250, log_every=25, seed=0)),

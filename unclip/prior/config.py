@@ -30,7 +30,7 @@ class DiffusionPriorConfig:
     # The prior's own learned embedding of the caption's token ids, added to CLIP's token states where they enter
     # (zero-initialised, so it grows onto a prior trained without it). The tiny Shapes CLIP's states for "left" and
     # "right" sit at cosine 0.990 and its z_t for a caption and its left-right swap at 0.998, so a prior reading
-    # only them cannot tell the sides apart (README, priors section); token ids can. vocab_size is the tokenizer's.
+    # only them cannot tell the sides apart (docs/priors.md); token ids can. vocab_size is the tokenizer's.
     token_embedding: bool = False
     vocab_size: int = 768
 
