@@ -74,6 +74,45 @@ def test_growth_that_would_change_the_function_is_refused():
         grow_unet(UNet(wide.with_(channel_mult=(1, 4))), _trained_looking(wide))
 
 
+def test_a_fixed_group_size_lets_growth_pass_adms_32_groups():
+    # the same growth as the refused one above, with GroupNorm groups fixed at 4 channels: the 256-channel decoder
+    # block gets 64 groups instead of ADM's 32, so no group mixes old and new channels and nothing changes
+    wide = SMALL.with_(model_channels=32)
+    small = _trained_looking(wide)
+    torch.manual_seed(5)
+    big = grow_unet(UNet(wide.with_(channel_mult=(1, 4), norm_group_size=4)), small)
+    assert big.decoder[0][0].res.in_norm.num_groups == 64 and small.decoder[0][0].res.in_norm.num_groups == 32
+    x, t, cond = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(big(x, t, **cond), small(x, t, **cond), rtol=0, atol=1e-5)
+    # a group size the small UNet did not have is refused, naming both sizes
+    with pytest.raises(ValueError, match=r"groups of 4 vs 8"):
+        grow_unet(UNet(wide.with_(channel_mult=(1, 4), norm_group_size=8)), small)
+
+
+def test_norm_group_size_must_divide_every_width():
+    assert UNet(SMALL.with_(norm_group_size=8)).out_norm.num_groups == 2  # 16 channels in groups of 8
+    with pytest.raises(ValueError, match=r"norm_group_size 3 does not divide the UNet's widths \[16, 32\]"):
+        SMALL.with_(norm_group_size=3)
+    with pytest.raises(ValueError, match=r"norm_group_size must be None or a positive integer, got 0"):
+        SMALL.with_(norm_group_size=0)
+
+
+def test_the_wider_tenth_cycle_grows_from_the_shipped_decoders_config():
+    from unclip.decoder import train as decoder_train
+    recipes = decoder_train.RECIPES
+    shipped, wider = (recipes[n].model.unet.with_(image_size=16) for n in (
+        "tiny-16-rb1-sc-focus7-cap20-wide-ft9", "tiny-16-rb1-sc-focus7-cap20-wider-ft10"))
+    small = _trained_looking(shipped)
+    big = grow_unet(UNet(wider), small)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 3, 16, 16, generator=g), torch.tensor([100, 900])
+    cond = dict(image_embedding=torch.randn(2, 64, generator=g), text_states=torch.randn(2, 7, 128, generator=g),
+                self_cond=torch.randn(2, 3, 16, 16, generator=g))
+    with torch.no_grad():
+        torch.testing.assert_close(big(x, t, **cond), small(x, t, **cond), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["tiny-16-rb1-mlp-ft4", "tiny-16-rb1-wide-ft4"])
 def test_the_grown_recipes_grow_from_the_shipped_decoders_recipe_and_train_like_its_fifth_cycle(name):
     from unclip.decoder import train as decoder_train

@@ -52,6 +52,10 @@ class UNetConfig:
     self_condition: bool = False
     learned_variance: bool = False  # Improved DDPM §3.1: the output carries a second set of channels
     channels_last: bool = False  # run convolutions in NHWC (faster with cuDNN and mixed precision)
+    # Channels per GroupNorm group. None: ADM's rule (32 groups, fewer for narrow layers; unet.group_norm). A fixed
+    # size keeps the groups of a trained UNet when it is grown wider (grow.py): past 128 channels ADM's rule would
+    # change the group size, and a group would mix old and new channels. Every normalised width must divide by it.
+    norm_group_size: int | None = None
 
     def __post_init__(self):
         for name in ("channel_mult", "attention_resolutions"):  # lists (from JSON or by hand) become tuples
@@ -76,7 +80,7 @@ class UNetConfig:
                                  f"{self.head_channels}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("clip_dim", "text_width", "context_dim", "image_mlp_width"):
+        for name in ("clip_dim", "text_width", "context_dim", "image_mlp_width", "norm_group_size"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"UNetConfig.{name} must be None or a positive integer, got {value!r}")
@@ -87,6 +91,10 @@ class UNetConfig:
         for name in ("self_condition", "learned_variance", "channels_last", "resblock_updown"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"UNetConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.norm_group_size is not None:
+            widths = {self.model_channels} | {self.model_channels * m for m in self.channel_mult}
+            if bad := sorted(w for w in widths if w % self.norm_group_size):
+                raise ValueError(f"norm_group_size {self.norm_group_size} does not divide the UNet's widths {bad}")
         if self.conditioned and not self.attention_resolutions:
             raise ValueError("image-embedding or caption conditioning needs at least one attention resolution: the "
                              "context tokens are read by the attention layers (GLIDE §2.2, unCLIP §2.1)")

@@ -20,7 +20,8 @@ from .unet import AttentionBlock, Block, ResBlock, UNet
 # block's input, the level's state concatenated with a skip, is two segments.
 Layout = tuple[tuple[int, int], ...]
 # The UNetConfig fields in which a grown UNet may differ from the one it grows from.
-GROWABLE = ("image_mlp_width", "channel_mult", "self_condition")
+# norm_group_size may be set where the old UNet had ADM's rule: _norm refuses any change of a group's size.
+GROWABLE = ("image_mlp_width", "channel_mult", "self_condition", "norm_group_size")
 
 
 def _positions(layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,9 +21,14 @@ from .conditioning import Conditioning, Context
 from .config import UNetConfig
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int, group_size: int | None = None) -> nn.GroupNorm:
     """GroupNorm with 32 groups (ADM), fewer when channels are few: ADM's narrowest layers (128 channels) have
-    4 channels a group, so narrower layers take the largest divisor of `channels` up to channels / 4."""
+    4 channels a group, so narrower layers take the largest divisor of `channels` up to channels / 4. With
+    `group_size` (UNetConfig.norm_group_size), groups of exactly that many channels instead."""
+    if group_size is not None:
+        if channels % group_size:
+            raise ValueError(f"{channels} channels do not split into GroupNorm groups of {group_size}")
+        return nn.GroupNorm(channels // group_size, channels)
     groups = next(g for g in range(min(32, max(1, channels // 4)), 0, -1) if channels % g == 0)
     return nn.GroupNorm(groups, channels)
 
@@ -48,13 +53,14 @@ def resample(x: torch.Tensor, direction: str | None) -> torch.Tensor:
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, *, emb_dim: int, dropout: float = 0.0, direction: str | None = None):
+    def __init__(self, c_in: int, c_out: int, *, emb_dim: int, dropout: float = 0.0, direction: str | None = None,
+                 group_size: int | None = None):
         super().__init__()
         self.direction = direction  # None, "down" or "up": resample inside the block (ADM's resblock_updown)
-        self.in_norm = group_norm(c_in)
+        self.in_norm = group_norm(c_in, group_size)
         self.in_conv = conv3x3(c_in, c_out)
         self.emb = nn.Linear(emb_dim, 2 * c_out)  # scale and shift
-        self.out_norm = group_norm(c_out)
+        self.out_norm = group_norm(c_out, group_size)
         self.dropout = nn.Dropout(dropout)
         self.out_conv = zeroed(conv3x3(c_out, c_out))
         self.skip = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
@@ -95,10 +101,11 @@ class AttentionBlock(nn.Module):
     """Multi-head self-attention over the H*W positions; GLIDE's encoder_kv: the context tokens, projected to
     keys and values, are concatenated in front of the image's own (padding hidden by a key mask)."""
 
-    def __init__(self, channels: int, *, head_channels: int, context_width: int | None):
+    def __init__(self, channels: int, *, head_channels: int, context_width: int | None,
+                 group_size: int | None = None):
         super().__init__()
         self.heads = channels // head_channels
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, group_size)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.context_kv = nn.Linear(context_width, 2 * channels) if context_width is not None else None
         self.proj = zeroed(nn.Linear(channels, channels))
@@ -125,9 +132,11 @@ class Block(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, *, cfg: UNetConfig, attention: bool):
         super().__init__()
-        self.res = ResBlock(c_in, c_out, emb_dim=cfg.time_embed_dim, dropout=cfg.dropout)
+        self.res = ResBlock(c_in, c_out, emb_dim=cfg.time_embed_dim, dropout=cfg.dropout,
+                            group_size=cfg.norm_group_size)
         context = cfg.context_width if cfg.conditioned else None
-        self.attn = AttentionBlock(c_out, head_channels=cfg.head_channels, context_width=context) if attention else None
+        self.attn = AttentionBlock(c_out, head_channels=cfg.head_channels, context_width=context,
+                                   group_size=cfg.norm_group_size) if attention else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: Context) -> torch.Tensor:
         x = self.res(x, emb)
@@ -145,7 +154,8 @@ class UNet(nn.Module):
 
         def resampler(ch: int, direction: str) -> nn.Module:
             if cfg.resblock_updown:
-                return ResBlock(ch, ch, emb_dim=emb_dim, dropout=cfg.dropout, direction=direction)
+                return ResBlock(ch, ch, emb_dim=emb_dim, dropout=cfg.dropout, direction=direction,
+                                group_size=cfg.norm_group_size)
             return Downsample(ch) if direction == "down" else Upsample(ch)
 
         ch, skips = mc, [mc]
@@ -163,7 +173,7 @@ class UNet(nn.Module):
                 skips.append(ch)
 
         self.middle_in = Block(ch, ch, cfg=cfg, attention=cfg.resolutions[-1] in cfg.attention_resolutions)
-        self.middle_out = ResBlock(ch, ch, emb_dim=emb_dim, dropout=cfg.dropout)
+        self.middle_out = ResBlock(ch, ch, emb_dim=emb_dim, dropout=cfg.dropout, group_size=cfg.norm_group_size)
 
         self.decoder, self.ups = nn.ModuleList(), nn.ModuleList()
         for level in reversed(range(levels)):
@@ -175,7 +185,7 @@ class UNet(nn.Module):
             self.decoder.append(blocks)
             if level > 0:
                 self.ups.append(resampler(ch, "up"))
-        self.out_norm = group_norm(ch)
+        self.out_norm = group_norm(ch, cfg.norm_group_size)
         self.out_conv = zeroed(conv3x3(ch, cfg.output_channels))
         if cfg.channels_last:
             self.to(memory_format=torch.channels_last)
