@@ -103,3 +103,25 @@ def test_every_command_explains_itself(capsys):
             main([*command, "--help"])
         assert exit_.value.code == 0
         assert capsys.readouterr().out.startswith("usage: ")
+
+
+def test_list_presets_names_every_recipe_and_marks_what_train_all_uses(tmp_path, capsys):
+    from unclip.decoder.train import STAGE_OF
+    from unclip.train_all import PRESETS
+
+    assert main(["train", "decoder", "--list-presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "decoder:"
+    listed = [line.split()[0] for line in lines[1:]]
+    assert listed == [name for name, stage in STAGE_OF.items() if stage == "decoder"]
+    cycles = (PRESETS["shapes-tiny"].decoder, *PRESETS["shapes-tiny"].decoder_finetunes)
+    last = next(line for line in lines if line.split()[0] == cycles[-1])
+    assert f"[shapes-tiny, cycle {len(cycles)} of {len(cycles)}]" in last
+    assert "[" not in next(line for line in lines if line.split()[0] == "tiny-16-rb1-glide")  # used by no preset
+    assert main(["train", "all", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    for heading in ("all (unclip train all):", "clip:", "prior:", "ar-prior:", "decoder:", "upsampler:"):
+        assert heading in out.splitlines()
+    assert "  tiny-tok-long  [shapes-tiny]" in out.splitlines()
+    with pytest.raises(SystemExit, match="--run-dir DIR is required"):  # without --list-presets a run needs a place
+        main(["train", "decoder", "--clip", str(tmp_path)])

@@ -163,65 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser(
         "train", help="train a stage on the engine (rerun on the same --run-dir to resume)",
         description="Train one stage. Rerunning the same command on the same run directory resumes from its last "
-        "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip (presets "
-        "tiny: the Shapes world on a 2-core CPU, 17-27 min; tiny-long: 3x the steps; eval: the separate "
-        "evaluation encoder), "
-        "prior (the diffusion prior, unCLIP §2.2) and ar-prior (the autoregressive prior), both learning "
-        "caption -> CLIP image embedding inside the frozen CLIP given by --clip (preset tiny), decoder (z_i and "
-        "caption -> 32 px image, inverting the CLIP given by --clip; presets tiny, tiny-long: twice the steps, "
-        "tiny-xf: with its own caption encoder, GLIDE's text transformer trained with the decoder, in place of "
-        "the CLIP's token states, tiny-glide: the GLIDE-style baseline, the same decoder conditioned on the "
-        "caption alone, tiny-glide-xf: that baseline with its own caption encoder, tiny-16 and tiny-16-rb1: "
-        "narrower decoders with longer schedules, tiny-16-rb1 being shapes-tiny's, and tiny-16-rb1-glide: the "
-        "GLIDE-style baseline at that size, tiny-16-rb1-lr1e3 and tiny-16-rb1-b16: that recipe at twice the "
-        "learning rate and at half the batch, candidates that measured no better, and tiny-16-rb1-ft, "
-        "tiny-16-rb1-ft2, tiny-16-rb1-ft3 and tiny-16-rb1-ft4: a second to fifth learning-rate cycle for a trained "
-        "tiny-16-rb1, each started from the previous one with --init-from; shapes-tiny's decoder went through "
-        "the first four, this fifth measured no better; tiny-16-rb1-mlp-ft4 and tiny-16-rb1-wide-ft4: that fifth "
-        "cycle grown, with a z_i MLP, and also with wider levels, from a trained tiny-16-rb1 given by --init-from; "
-        "tiny-16-rb1-sc-ft4: that fifth cycle grown to self-condition on its own x0 estimate, shapes-tiny's "
-        "fifth cycle, and tiny-16-rb1-sc-ft5: a sixth for it, tiny-16-rb1-sc-focus7-ft5: that sixth with half its "
-        "timesteps on the 7 the pipeline samples, tiny-16-rb1-sc-lowlr-ft5: at a fifth of its peak learning "
-        "rate, tiny-16-rb1-sc-wide-ft5: grown wider, tiny-16-rb1-sc-focus7-ft6 and tiny-16-rb1-sc-focus7-cap20-ft6: "
-        "a seventh cycle for the focused sixth, the second dropping the caption 20% of the time instead of 50%, and "
-        "-focus7-ft7 and -focus7-cap20-ft7: an eighth for each, and "
-        "-focus7-cap20-ft8: a ninth for it, no better, -focus7-cap20-wide-ft8: that ninth grown wider, and "
-        "-focus7-cap20-wide-ft9: a tenth for it, shapes-tiny's decoder) and "
-        "upsampler (32 -> 128 px; preset tiny-up-128, which `tiny` also names), or all (every stage in order, "
-        "then RUN_DIR/pipeline; preset shapes-tiny, or shapes-2h: the whole pipeline in under two hours on a "
-        "2-core CPU with --jobs 2).")
+        "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip (the image and text "
+        "encoders, trained contrastively on the Shapes world), prior and ar-prior (the diffusion and the "
+        "autoregressive prior, unCLIP §2.2: caption -> CLIP image embedding inside the frozen CLIP given by --clip), "
+        "decoder (z_i and caption -> 32 px image, inverting the CLIP given by --clip), upsampler (32 -> 128 px), or "
+        "all (every stage in order, then RUN_DIR/pipeline: preset shapes-tiny, the shipped model's recipes, or "
+        "shapes-2h, a whole pipeline in under two hours on a 2-core CPU with --jobs 2). Each stage has several "
+        "presets: the shipped model's, the paper's baselines (the decoder's tiny-glide and tiny-16-rb1-glide read "
+        "the caption alone) and candidates that were measured and not kept. --list-presets names them and marks "
+        "the ones `train all` uses. A decoder preset ending in -ftN continues a trained decoder: give it the "
+        "previous cycle's model with --init-from (a wider or self-conditioned one grows it first, still computing "
+        "what it did). What each preset is and what it measured is written beside it in unclip/STAGE/train.py; "
+        "docs/ holds the record.")
     train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
                        help="which stage")
     train.add_argument("--preset", default="tiny",
-                       help="size preset (clip: tiny, tiny-long, eval; priors: tiny; the diffusion prior also "
-                       "tiny-tok (reading the token ids through an embedding of its own) and tiny-tok-long (that "
-                       "for 5,000 steps: shapes-tiny's), tiny-long (tiny for 5,000 steps, its control) and tiny-tok-ft "
-                       "(a second learning-rate cycle for "
-                       "tiny-tok-long on the next 100,000 scenes: with --init-from); the autoregressive prior also "
-                       "tiny-short (1,000 steps, shapes-2h's); "
-                       "decoder: tiny, tiny-long, "
-                       "tiny-xf, tiny-glide, tiny-glide-xf, tiny-16, tiny-16-rb1, tiny-16-rb1-glide, "
-                       "tiny-16-rb1-lr1e3, tiny-16-rb1-b16, tiny-16-rb1-ft, -ft2, -ft3 and -ft4 (a second to fifth "
-                       "learning-rate cycle for a trained tiny-16-rb1: use with --init-from), tiny-16-rb1-mlp-ft4 and "
-                       "tiny-16-rb1-wide-ft4 (the fifth, grown: with --init-from), tiny-16-rb1-sc-ft4 (the fifth, "
-                       "self-conditioned: with --init-from; shapes-tiny's fifth), tiny-16-rb1-sc-ft5 (a sixth for it), "
-                       "tiny-16-rb1-sc-focus7-ft5, tiny-16-rb1-sc-lowlr-ft5 and tiny-16-rb1-sc-wide-ft5 (that sixth "
-                       "focused on the pipeline's 7 timesteps, at a fifth of the learning rate, and grown wider: with "
-                       "--init-from), tiny-16-rb1-sc-focus7-ft6 and -focus7-cap20-ft6 (a seventh for the focused "
-                       "sixth, the second with 20%% caption dropout: with --init-from), -focus7-ft7 and "
-                       "-focus7-cap20-ft7 (an eighth for each), -focus7-cap20-ft8 (a ninth, no better), "
-                       "-focus7-cap20-wide-ft8 (that ninth grown wider), -focus7-cap20-wide-ft9 (a tenth for it; "
-                       "shapes-tiny's), -focus7-cap20-wide-ft10 (an eleventh, within noise of it), -ft10b and "
-                       "-ft10c (two shorter siblings of it, to be averaged by `unclip assemble --decoder A B`), "
-                       "tiny-16-rb1-fast (the two-hour pipeline's: tiny-16-rb1 from scratch, focused and "
-                       "channels-last, 7,500 steps), "
-                       "tiny-8-rb1-guide and tiny-16-rb1-guide (weak decoders trained to guide "
-                       "the shipped one by autoguidance; the shipped guide is tiny-16-rb1 at step 20,000); "
-                       "upsampler: "
-                       "tiny-up-128; all: shapes-tiny)")
+                       help="the stage's recipe (default: tiny; for all: shapes-tiny); --list-presets lists them")
+    train.add_argument("--list-presets", action="store_true",
+                       help="print the stage's presets (every stage's for all), marked where `train all` uses them, "
+                       "and exit")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
-    train.add_argument("--run-dir", required=True, help="directory for checkpoints, logs and the final model")
+    train.add_argument("--run-dir", default=None,
+                       help="directory for checkpoints, logs and the final model (required unless --list-presets)")
     train.add_argument("--max-steps", type=int, default=None,
                        help="stop after this optimizer step (default: the preset's full schedule)")
     train.add_argument("--data", default="shapes",

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 
 def _train(args) -> int:
+    if args.list_presets:
+        from .presets import format_presets
+
+        print(format_presets(args.stage))
+        return 0
+    if not args.run_dir:
+        raise SystemExit(f"unclip train {args.stage}: --run-dir DIR is required (where checkpoints, logs and the "
+                         "model go)")
     import torch
 
     from ..train.distributed import init_from_env
