@@ -228,6 +228,8 @@ RECIPES: dict[str, DecoderRecipe] = {
     # time a step), GroupNorm groups kept at 4 channels (norm_group_size) so the growth changes nothing it computes,
     # `--init-from` the tenth (shapes-tiny's decoder), on scenes from seed 14 for 7,000 steps: the eleventh cycles at
     # this width had levelled off (+0.012, -0.002, +0.010 on 1,000 val images), so the capacity is what is tried.
+    # Trained 2026-12-07 (2 h 03 min on 2 threads): from true z_i 0.637 vs 0.627 on 1,000 val images (+0.010 +- 0.012),
+    # 0.648 vs 0.636 on the 500 test images, sampling 1.43x slower; within noise, so not shipped (docs/decoder.md).
     "tiny-16-rb1-sc-focus7-cap20-wider-ft10": _restart(seed=14, steps=7000, model=_FOCUS7_CAP20_WIDE.with_(
         unet=_FOCUS7_CAP20_WIDE.unet.with_(channel_mult=(3, 4, 6), norm_group_size=4))),
     # The decoder of the two-hour pipeline (shapes-2h): "tiny-16-rb1" trained from scratch with what the shipped
