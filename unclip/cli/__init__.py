@@ -7,6 +7,7 @@ import argparse
 from ..world import SPLITS
 from .args import DEFAULT_MODEL, SAMPLER_CHOICES, _add_sampling_args, _non_negative_float
 from .pipeline import _assemble, _eval, _generate, _interpolate, _pipeline, _textdiff, _vary
+from .presets import STAGES
 from .train import _train
 from .world import _demo, _world_sample, _world_score, _world_show
 
@@ -175,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "previous cycle's model with --init-from (a wider or self-conditioned one grows it first, still computing "
         "what it did). What each preset is and what it measured is written beside it in unclip/STAGE/train.py; "
         "docs/ holds the record.")
-    train.add_argument("stage", choices=["clip", "prior", "ar-prior", "decoder", "upsampler", "all"],
+    train.add_argument("stage", choices=[*STAGES, "all"],
                        help="which stage")
     train.add_argument("--preset", default="tiny",
                        help="the stage's recipe (default: tiny; for all: shapes-tiny); --list-presets lists them")

@@ -43,11 +43,11 @@ def _train(args) -> int:
         out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
                          device=device, dist_ctx=ctx)
     elif args.stage in ("decoder", "upsampler"):
-        from ..decoder.train import RECIPES, STAGE_OF, train_decoder
+        from ..decoder.train import train_decoder
+        from .presets import preset_names
 
         preset = args.preset if args.preset != "tiny" or args.stage == "decoder" else "tiny-up-128"
-        if preset not in RECIPES or STAGE_OF[preset] != args.stage:
-            names = [name for name, stage in STAGE_OF.items() if stage == args.stage]
+        if preset not in (names := preset_names()[args.stage]):
             raise SystemExit(f"unclip train {args.stage}: unknown preset {preset!r}; expected one of {names}")
         if args.stage == "decoder" and not args.clip:
             raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
