@@ -138,6 +138,21 @@ def test_nan_guard_skips_and_then_stops(tmp_path):
         always.fit(6)
 
 
+def test_a_time_limit_stops_checkpointed_and_the_run_resumes_to_what_one_run_gives(tmp_path):
+    whole = _trainer(tmp_path / "whole")
+    whole.fit()
+    boxed = _trainer(tmp_path / "boxed")
+    boxed.fit(max_seconds=1e-9)  # out of time after the first step
+    assert boxed.step == 1 and [s for s, _ in list_checkpoints(tmp_path / "boxed" / "checkpoints")] == [1]
+    log = [json.loads(x) for x in (tmp_path / "boxed" / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1] == {"step": 1, "stopped": "time limit (max_seconds)"}
+    resumed = _trainer(tmp_path / "boxed")
+    resumed.fit(max_seconds=3600)  # time to spare: the schedule ends first
+    assert resumed.step == 6 and _same(resumed.model.state_dict(), whole.model.state_dict())
+    with pytest.raises(ValueError, match="max_seconds must be > 0, got 0"):
+        resumed.fit(max_seconds=0)
+
+
 def test_resuming_with_another_config_is_refused(tmp_path):
     _trainer(tmp_path / "run").fit(2)
     with pytest.raises(ValueError, match=r"another train config .*lr"):

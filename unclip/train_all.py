@@ -77,7 +77,7 @@ PRESETS = {
     # evaluations (autoguidance, Karras et al. 2024). From true z_i of 1,000 val images 0.546 vs 0.528 (+0.018 +-
     # 0.012), of the 500 test images 0.572 vs 0.532 (+0.040 +- 0.018); through the pipeline on 1,000 val captions
     # 0.485 vs 0.459 (+0.026 +- 0.014, novel +0.046 +- 0.020) and on the 500 test captions 0.506 vs 0.512 (-0.006 +-
-    # 0.020, novel +0.044 +- 0.031). docs/decoder.md, "Autoguidance".
+    # 0.020, novel +0.044 +- 0.031). docs/decoder-cycles-december.md, "Autoguidance".
     # Since 2026-12-05 (evening) a ninth cycle grown wider (-sc-focus7-cap20-wide-ft8, 10,000 steps, 1.55M
     # parameters): from true z_i 0.583 vs 0.546 on 1,000 val images (+0.037 +- 0.012), 0.602 vs 0.572 on the 500
     # test images (+0.030 +- 0.018, single 0.986); through the pipeline 0.538 vs 0.506 on the 500 test captions

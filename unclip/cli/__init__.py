@@ -209,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="all: 2 trains the decoder beside the priors and upsamplers, two processes of half the "
                        "threads each, after the CLIP (on a 2-core CPU two 1-thread trainings get more done than one "
                        "2-thread training); 1 (default) trains every stage in turn")
+    train.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                       help="one stage: stop after the step that ends M minutes into training, checkpointed, and "
+                       "write the model from there (rerun without it to resume the schedule); for a time-boxed "
+                       "session or a GPU lent for minutes")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="train_changes",
+                       help="one stage: change a field of the preset's training config (repeatable), e.g. on a GPU "
+                       "--set batch_size=256 --set num_workers=12 --set precision=bf16; also steps, lr, "
+                       "warmup_steps, checkpoint_every ...; saved in the run's config, so resuming needs the same")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)

@@ -12,6 +12,18 @@ def _train(args) -> int:
     if not args.run_dir:
         raise SystemExit(f"unclip train {args.stage}: --run-dir DIR is required (where checkpoints, logs and the "
                          "model go)")
+    if (args.train_changes or args.max_minutes is not None) and args.stage == "all":
+        raise SystemExit("unclip train all: --set and --max-minutes are for one stage (each stage's recipe has its "
+                         "own batch and schedule); train the stage alone with them")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise SystemExit(f"unclip train {args.stage}: --max-minutes must be > 0, got {args.max_minutes}")
+    max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
+    from ..train.overrides import parse_train_changes
+
+    try:
+        changes = parse_train_changes(args.train_changes)
+    except ValueError as e:
+        raise SystemExit(f"unclip train {args.stage}: {e}") from None
     import torch
 
     from ..train.distributed import init_from_env
@@ -41,7 +53,8 @@ def _train(args) -> int:
         from ..clip.train import train_clip
 
         out = train_clip(preset_name=args.preset, run_dir=args.run_dir, max_steps=args.max_steps, data=args.data,
-                         device=device, dist_ctx=ctx)
+                         device=device, dist_ctx=ctx, train_changes=changes,
+                         max_seconds=max_seconds)
     elif args.stage in ("decoder", "upsampler"):
         from ..decoder.train import train_decoder
         from .presets import preset_names
@@ -52,7 +65,8 @@ def _train(args) -> int:
         if args.stage == "decoder" and not args.clip:
             raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
         out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
-                            device=device, dist_ctx=ctx, init_from=args.init_from, channels_last=args.channels_last)
+                            device=device, dist_ctx=ctx, init_from=args.init_from, channels_last=args.channels_last,
+                            train_changes=changes, max_seconds=max_seconds)
     else:
         from ..prior.train import train_prior
 
@@ -61,7 +75,7 @@ def _train(args) -> int:
         kind = "diffusion" if args.stage == "prior" else "autoregressive"
         out = train_prior(kind=kind, preset_name=args.preset, clip_dir=args.clip, run_dir=args.run_dir,
                           max_steps=args.max_steps, data=args.data, device=device, dist_ctx=ctx,
-                          init_from=args.init_from)
+                          init_from=args.init_from, train_changes=changes, max_seconds=max_seconds)
     if ctx.rank == 0:
         print(f"wrote {out}")
     return 0

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from ..tokenizer import Tokenizer
 from ..train import TrainConfig, Trainer
 from ..train import distributed
 from ..train.distributed import DistContext
+from ..train.overrides import with_train_changes
 from .config import CLIPConfig, preset
 from .model import CLIP, INITIAL_LOGIT_SCALE, contrastive_loss
 from .weights import save_clip
@@ -107,11 +109,15 @@ def clip_loss(tokenizer: Tokenizer):
 
 def train_clip(*, preset_name: str, run_dir: str | os.PathLike, max_steps: int | None = None,
                data: str = "shapes", device: str = "cpu", progress: bool = True,
-               dist_ctx: DistContext | None = None) -> Path:
-    """Train (or resume) a CLIP; writes the final model to RUN_DIR/model and returns that path."""
+               dist_ctx: DistContext | None = None, train_changes: Mapping[str, object] | None = None,
+               max_seconds: float | None = None) -> Path:
+    """Train (or resume) a CLIP; writes the final model to RUN_DIR/model and returns that path. `train_changes`
+    replace fields of the preset's TrainConfig (`unclip train --set`; overrides.py); `max_seconds` stops the run
+    early, checkpointed (Trainer.fit)."""
     if preset_name not in RECIPES:
         raise ValueError(f"unknown CLIP training preset {preset_name!r}: expected one of {', '.join(RECIPES)}")
     recipe, run_dir = RECIPES[preset_name], Path(run_dir)
+    recipe = replace(recipe, train=with_train_changes(recipe.train, train_changes))
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = dist_ctx or distributed.current()
     if ctx.rank == 0:  # rank 0 puts the tokenizer in the run directory; the other ranks read it there
@@ -135,7 +141,7 @@ def train_clip(*, preset_name: str, run_dir: str | os.PathLike, max_steps: int |
                       | ({"initial_logit_scale": recipe.initial_logit_scale}
                          if recipe.initial_logit_scale != INITIAL_LOGIT_SCALE else {}),
                       collate_fn=collate_image_caption, device=device, progress=progress, dist_ctx=ctx)
-    trainer.fit(max_steps)
+    trainer.fit(max_steps, max_seconds=max_seconds)
     model.tokenizer = tokenizer
     out = run_dir / "model"
     if trainer.is_main:

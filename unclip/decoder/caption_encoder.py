@@ -4,7 +4,7 @@ unCLIP §2.1 conditions its decoder on "the sequence of outputs from the GLIDE t
 GLIDE trains jointly with its diffusion model, so the denoising loss itself teaches it which words decide the
 picture. A decoder without one reads the frozen CLIP's token states instead; those only learn what the
 contrastive loss asks of them, and the tiny Shapes CLIP's barely tell "left" from "right" (cosine 0.99 between
-the two tokens' states) or a star from a triangle (0.95): docs/decoder.md.
+the two tokens' states) or a star from a triangle (0.95): docs/decoder-learning.md.
 
 As in GLIDE, the transformer is bidirectional and its outputs are the attention layers' context tokens. Where
 GLIDE lets padding through as learned padding embeddings, here padding is masked out of attention (the same

@@ -16,6 +16,7 @@ et al. 2023).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..diffusion import DiffusionConfig
 from ..train import TrainConfig, Trainer, sample_grid_hook
 from ..train import distributed
 from ..train.distributed import DistContext
+from ..train.overrides import with_train_changes
 from ..world import ShapesDataset
 from .caption_encoder import CaptionEncoderConfig
 from .config import DecoderConfig, UNetConfig, UpsamplerConfig
@@ -83,6 +85,13 @@ def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB
     return DecoderRecipe(model=model, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=lr, seed=seed))
 
 
+# The two-hour pipeline's decoder (RECIPES["tiny-16-rb1-fast"]).
+_FAST_2H = DecoderRecipe(
+    model=_TINY_16_RB1.with_(p_drop_text=0.2, unet=_TINY_16_RB1.unet.with_(channels_last=True),
+                             diffusion=replace(_TINY_16_RB1.diffusion, timestep_focus_steps=7,
+                                               timestep_focus_fraction=0.5)),
+    train=replace(_TINY_16_RB1_TRAIN, steps=7500, checkpoint_every=500))
+
 RECIPES: dict[str, DecoderRecipe] = {
     # 3.4M parameters at 32 px; 41 samples/s with 2 threads on this 2-core CPU (about 65 minutes alone).
     "tiny": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION), train=_TINY_TRAIN),
@@ -98,18 +107,18 @@ RECIPES: dict[str, DecoderRecipe] = {
     "tiny-glide-xf": DecoderRecipe(model=_GLIDE.with_(caption_encoder=CaptionEncoderConfig()), train=_TINY_TRAIN),
     # "tiny" with its own caption encoder (GLIDE's text transformer, 3 layers of 128, trained with the decoder)
     # in place of the frozen CLIP's token states, which barely tell left from right. Measured at steps 2,750 and
-    # 5,000: no better placement than "tiny" yet (docs/decoder.md), so not the default.
+    # 5,000: no better placement than "tiny" yet (docs/decoder-learning.md), so not the default.
     "tiny-xf": DecoderRecipe(model=DecoderConfig(diffusion=FAST_DIFFUSION, caption_encoder=CaptionEncoderConfig()),
                              train=_TINY_TRAIN),
     # "tiny" at half the width (model_channels 16, 0.94M parameters) with the plain v loss: 3.3x the training
     # samples/s, so its 16,500-step schedule costs what tiny's 5,000 do. Read at step 5,000 (tiny's compute at step
     # 1,500, same place in the learning-rate schedule) it draws what tiny draws at step 5,000: counts 0.453, colours
-    # 0.327, shapes 0.037 (docs/decoder.md).
+    # 0.327, shapes 0.037 (docs/decoder-learning.md).
     "tiny-16": DecoderRecipe(model=_TINY_16, train=replace(_TINY_TRAIN, steps=16500, checkpoint_every=500)),
-    # "tiny-16" with one residual block a level instead of two (0.68M parameters): 5.4x tiny's training samples/s,
-    # its 27,000-step schedule costs what tiny's 5,000 do. Read at step 8,000 (tiny's compute at step 1,500) it is
-    # the best decoder measured here: 0.077 correct, singles 0.215, counts 0.517, colours 0.397, shapes 0.110, lone
-    # objects placed better than chance (0.276 vs 0.323), above tiny-long at 10,000 steps (docs/decoder.md). Trained to
+    # "tiny-16" with one residual block a level instead of two (0.68M parameters): 5.4x tiny's training samples/s, its
+    # 27,000-step schedule costs what tiny's 5,000 do. Read at step 8,000 (tiny's compute at step 1,500) it is the best
+    # decoder measured here: 0.077 correct, singles 0.215, counts 0.517, colours 0.397, shapes 0.110, lone objects
+    # placed better than chance (0.276 vs 0.323), above tiny-long at 10,000 steps (docs/decoder-learning.md). Trained to
     # step 27,000 it was the shipped shapes-tiny decoder: 0.316 correct from true z_i (EMA, 500 images), singles 0.620.
     "tiny-16-rb1": DecoderRecipe(model=_TINY_16_RB1, train=_TINY_16_RB1_TRAIN),
     # The GLIDE-style baseline at the shipped decoder's size and recipe (issue 9): "tiny-16-rb1" conditioned on the
@@ -118,8 +127,8 @@ RECIPES: dict[str, DecoderRecipe] = {
                                                                 p_drop_text=0.2),
                                        train=_TINY_16_RB1_TRAIN),
     # Two candidates for a faster narrow recipe, measured against "tiny-16-rb1"'s own run at equal samples
-    # (docs/decoder.md). Twice the learning rate: the v loss starts 7% lower but is level by step 8,000 (0.0459 vs
-    # 0.0460), and from true z_i at step 8,000 it is worse, 0.047 correct against 0.077 (300 images, raw weights) ...
+    # (docs/decoder-learning.md). Twice the learning rate: the v loss starts 7% lower but is level by step 8,000 (0.0459
+    # vs 0.0460), and from true z_i at step 8,000 it is worse, 0.047 correct against 0.077 (300 images, raw weights) ...
     "tiny-16-rb1-lr1e3": DecoderRecipe(model=_TINY_16_RB1, train=replace(_TINY_16_RB1_TRAIN, lr=1e-3)),
     # ... half the batch for twice the steps: the loss stays 8-11% lower (0.0425 vs 0.0460 at 224k-256k samples) at 4%
     # fewer samples/s, yet at step 16,000 it scores 0.080 against 0.077 (singles 0.241 vs 0.215): no better yet.
@@ -131,10 +140,11 @@ RECIPES: dict[str, DecoderRecipe] = {
     # A third cycle, the same warm restart on scenes from another seed (2), for a decoder that has had the second.
     "tiny-16-rb1-ft2": _restart(seed=2),
     # A fourth, for the third cycle's decoder (scenes from seed 3): 0.408 -> 0.434 from true z_i, a smaller step than
-    # the cycles before (docs/decoder.md); shapes-tiny's decoder since 2026-11-25.
+    # the cycles before (docs/decoder-cycles-november.md); shapes-tiny's decoder since 2026-11-25.
     "tiny-16-rb1-ft3": _restart(seed=3),
     # A fifth, two thirds as long (6,000 steps, scenes from seed 4), for the fourth cycle's decoder: 0.434 -> 0.442 from
-    # true z_i and 0.428 -> 0.418 through the pipeline, both within noise, so not shipped (docs/decoder.md).
+    # true z_i and 0.428 -> 0.418 through the pipeline, both within noise, so not shipped
+    # (docs/decoder-cycles-november.md).
     "tiny-16-rb1-ft4": _restart(seed=4, steps=6000),
     # "tiny-16-rb1-ft4" with a z_i MLP (UNetConfig.image_mlp_width 512) grown onto the fourth cycle's decoder: the same
     # steps and scenes, so it reads against "tiny-16-rb1-ft4" directly.
@@ -147,15 +157,15 @@ RECIPES: dict[str, DecoderRecipe] = {
     # The same restart grown to self-condition (UNetConfig.self_condition; Chen et al. 2022): the input also reads the
     # decoder's previous x0 estimate, through zero weights at first. The same steps and scenes as "tiny-16-rb1-ft4", and
     # better: from true z_i 0.502 vs 0.456 at the pipeline's sampling, through the pipeline 0.486 vs 0.462 for the
-    # fourth cycle's decoder (docs/decoder.md); shapes-tiny's decoder since the night of 2026-11-25.
+    # fourth cycle's decoder (docs/decoder-cycles-november.md); shapes-tiny's decoder since the night of 2026-11-25.
     "tiny-16-rb1-sc-ft4": _restart(seed=4, steps=6000, model=_TINY_16_RB1_SC),
     # A sixth cycle for that self-conditioned decoder, on scenes from seed 5: 0.480 vs 0.502 from true z_i at the
-    # pipeline's sampling (-0.022 +- 0.014), so not shipped (docs/decoder.md).
+    # pipeline's sampling (-0.022 +- 0.014), so not shipped (docs/decoder-cycles-november.md).
     "tiny-16-rb1-sc-ft5": _restart(seed=5, steps=6000, model=_TINY_16_RB1_SC),
     # That sixth cycle with half of each batch's timesteps on the 7 the pipeline samples (DiffusionConfig.
     # timestep_focus_steps): a decoder this small fits every noise level poorly, and is sampled at 7 of them.
     # Measured: from true z_i of 1,000 val images 0.489 vs the shipped 0.464 (+0.025 +- 0.011), yet through the
-    # pipeline 0.476 vs 0.478 (novel 0.364 vs 0.396), so not shipped (docs/decoder.md).
+    # pipeline 0.476 vs 0.478 (novel 0.364 vs 0.396), so not shipped (docs/decoder-cycles-december.md).
     "tiny-16-rb1-sc-focus7-ft5": _restart(seed=5, steps=6000, model=_FOCUS7),
     # That sixth cycle at a fifth of its peak learning rate (5e-5, cosine to 5e-6): whether the restarts' peak, which
     # the narrow decoder's later cycles may spend undoing their own progress, is what stopped them helping.
@@ -164,11 +174,11 @@ RECIPES: dict[str, DecoderRecipe] = {
     # That sixth cycle grown wider (levels of 32, 48 and 64 channels and the z_i MLP, as "tiny-16-rb1-wide-ft4") from
     # the self-conditioned fifth: the narrow decoder had levelled off, so the capacity grown onto it is what is tried.
     # 4,500 steps on scenes from seed 5 (37 min 41 s on 2 threads). Measured: 0.452 vs the shipped 0.464 from true z_i
-    # of 1,000 val images at the pipeline's sampling (-0.012 +- 0.011; docs/decoder.md), so not shipped.
+    # of 1,000 val images at the pipeline's sampling (-0.012 +- 0.011; docs/decoder-cycles-december.md), so not shipped.
     "tiny-16-rb1-sc-wide-ft5": _restart(seed=5, steps=4500, model=_TINY_16_RB1_SC.with_(
         unet=_TINY_16_RB1_SC.unet.with_(channel_mult=(2, 3, 4), image_mlp_width=512))),
     # A seventh cycle for the focused sixth ("tiny-16-rb1-sc-focus7-ft5", `--init-from` its model), the same recipe on
-    # scenes from seed 6: 0.508 from true z_i of 1,000 val images (docs/decoder.md).
+    # scenes from seed 6: 0.508 from true z_i of 1,000 val images (docs/decoder-cycles-december.md).
     "tiny-16-rb1-sc-focus7-ft6": _restart(seed=6, steps=6000, model=_FOCUS7),
     # The same seventh cycle, the caption dropped 20% of the time instead of 50% (GLIDE's rate; unCLIP §2.1 says 50%):
     # the tiny CLIP's z_i carries no position, so relations are learned only from rows that keep the caption, and
@@ -212,14 +222,14 @@ RECIPES: dict[str, DecoderRecipe] = {
     # steps each (1 h 34 min side by side, one thread each), to be averaged into one decoder (a uniform "model soup",
     # Wortsman et al. 2022; `unclip assemble --decoder A B`). Measured 2026-12-06 from true z_i on 1,000 val images:
     # 0.625 and 0.637 against the tenth's 0.627, their mean 0.632, the mean with the tenth 0.629, all within noise
-    # (+-0.011), so none is shipped (docs/decoder.md).
+    # (+-0.011), so none is shipped (docs/decoder-cycles-december.md).
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10b": _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10c": _restart(seed=13, steps=5000, model=_FOCUS7_CAP20_WIDE),
     # The same two restarts on a mix weighted towards what the decoder draws worst: from true z_i the shipped one gets
     # 0.99 of single objects and 0.83 of counts right but 0.34 of pairs and of lists (500 test images), so scenes come
     # in proportions 1 : 3 : 3 : 2 (single, pair, list, count) instead of the world's equal ones. Measured on 1,000 val
     # images: 0.618 and 0.613 against their controls' 0.625 and 0.637; pairs and lists no better, counting 0.035-0.062
-    # worse, so not shipped (docs/decoder.md, "More pairs and lists in training").
+    # worse, so not shipped (docs/decoder-cycles-december.md, "More pairs and lists in training").
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10b-forms": replace(
         _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=_PAIRS_AND_LISTS),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10c-forms": replace(
@@ -229,7 +239,8 @@ RECIPES: dict[str, DecoderRecipe] = {
     # `--init-from` the tenth (shapes-tiny's decoder), on scenes from seed 14 for 7,000 steps: the eleventh cycles at
     # this width had levelled off (+0.012, -0.002, +0.010 on 1,000 val images), so the capacity is what is tried.
     # Trained 2026-12-07 (2 h 03 min on 2 threads): from true z_i 0.637 vs 0.627 on 1,000 val images (+0.010 +- 0.012),
-    # 0.648 vs 0.636 on the 500 test images, sampling 1.43x slower; within noise, so not shipped (docs/decoder.md).
+    # 0.648 vs 0.636 on the 500 test images, sampling 1.43x slower; within noise, so not shipped
+    # (docs/decoder-cycles-december.md).
     "tiny-16-rb1-sc-focus7-cap20-wider-ft10": _restart(seed=14, steps=7000, model=_FOCUS7_CAP20_WIDE.with_(
         unet=_FOCUS7_CAP20_WIDE.unet.with_(channel_mult=(3, 4, 6), norm_group_size=4))),
     # The decoder of the two-hour pipeline (shapes-2h): "tiny-16-rb1" trained from scratch with what the shipped
@@ -238,16 +249,12 @@ RECIPES: dict[str, DecoderRecipe] = {
     # the upsampler on a 2-core CPU (`unclip train all --preset shapes-2h --jobs 2`). Measured: from true z_i 0.032
     # on the 500 test images, blobs in the right colours, not shapes (docs/pipeline.md, "The whole pipeline in
     # two hours").
-    "tiny-16-rb1-fast": DecoderRecipe(
-        model=_TINY_16_RB1.with_(p_drop_text=0.2, unet=_TINY_16_RB1.unet.with_(channels_last=True),
-                                 diffusion=replace(_TINY_16_RB1.diffusion, timestep_focus_steps=7,
-                                                   timestep_focus_fraction=0.5)),
-        train=replace(_TINY_16_RB1_TRAIN, steps=7500, checkpoint_every=500)),
+    "tiny-16-rb1-fast": _FAST_2H,
     # A small, briefly trained decoder to guide the shipped one by autoguidance (Karras et al. 2024, "Guiding a
     # diffusion model with a bad version of itself"): half the width (model_channels 8, 0.23M parameters), no
     # self-conditioning, the shipped recipe's timestep focus and caption dropout, 8,000 steps. Read at steps 1,000 to
-    # 3,000 (stopped there) it was too weak a guide: below classifier-free guidance at every scale (docs/decoder.md,
-    # "Autoguidance"); the shipped guide is tiny-16-rb1 at step 20,000.
+    # 3,000 (stopped there) it was too weak a guide: below classifier-free guidance at every scale
+    # (docs/decoder-cycles-december.md, "Autoguidance"); the shipped guide is tiny-16-rb1 at step 20,000.
     "tiny-8-rb1-guide": DecoderRecipe(
         model=_FOCUS7.with_(unet=_FOCUS7.unet.with_(model_channels=8, head_channels=8, self_condition=False),
                             p_drop_text=0.2),
@@ -378,7 +385,8 @@ def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLi
 def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str | os.PathLike | None = None,
                   max_steps: int | None = None, device: str = "cpu", progress: bool = True,
                   dist_ctx: DistContext | None = None, init_from: str | os.PathLike | None = None,
-                  channels_last: bool = False) -> Path:
+                  channels_last: bool = False, train_changes: Mapping[str, object] | None = None,
+                  max_seconds: float | None = None) -> Path:
     """Train (or resume) a decoder or upsampler preset; writes RUN_DIR/model and returns that path.
 
     `init_from` names a saved model (a `save_decoder` directory) of the preset's exact config whose weights the
@@ -387,10 +395,14 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
 
     `channels_last` runs the UNet's convolutions in NHWC (UNetConfig.channels_last, saved with the model, so it
     samples that way too): 1.10x the training and sampling speed of the shipped decoder's size on a 2-core CPU
-    (benchmarks/train_speed.py). Only rounding changes; `init_from` may be either layout; resuming needs the same."""
+    (benchmarks/train_speed.py). Only rounding changes; `init_from` may be either layout; resuming needs the same.
+
+    `train_changes` replace fields of the preset's TrainConfig (`unclip train --set`; unclip/train/overrides.py);
+    `max_seconds` stops the run early, checkpointed, and writes RUN_DIR/model from where it stopped (Trainer.fit)."""
     if preset_name not in RECIPES:
         raise ValueError(f"unknown decoder preset {preset_name!r}: expected one of {', '.join(RECIPES)}")
     recipe, run_dir, stage = RECIPES[preset_name], Path(run_dir), STAGE_OF[preset_name]
+    recipe = replace(recipe, train=with_train_changes(recipe.train, train_changes))
     if channels_last:
         recipe = replace(recipe, model=recipe.model.with_(unet=recipe.model.unet.with_(channels_last=True)))
     ctx = dist_ctx or distributed.current()
@@ -426,7 +438,7 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
                       model_config={"stage": stage, **cfg.to_dict(), **extra}, collate_fn=collate_image_caption,
                       read_model_config=_read_model_config,
                       hooks=hooks, device=device, progress=progress, dist_ctx=ctx)
-    trainer.fit(max_steps)
+    trainer.fit(max_steps, max_seconds=max_seconds)
     out = run_dir / "model"
     if trainer.is_main:
         save_decoder(out, trainer.ema.shadow if trainer.ema is not None else trainer.module)

@@ -7,7 +7,8 @@ training scenes by default, or precomputed embedding shards (`--data embeddings:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from ..data.sources import ShapesItems
 from ..train import TrainConfig, Trainer
 from ..train import distributed
 from ..train.distributed import DistContext
+from ..train.overrides import with_train_changes
 from .autoregressive import ARPrior
 from .config import ARPriorConfig, DiffusionPriorConfig
 from .diffusion import DiffusionPrior
@@ -103,16 +105,20 @@ def training_pairs(run_dir: Path, clip: CLIP, *, data: str, pairs: int, progress
 
 def train_prior(*, kind: str, preset_name: str, clip_dir: str | os.PathLike, run_dir: str | os.PathLike,
                 max_steps: int | None = None, data: str = "shapes", device: str = "cpu", progress: bool = True,
-                dist_ctx: DistContext | None = None, init_from: str | os.PathLike | None = None) -> Path:
+                dist_ctx: DistContext | None = None, init_from: str | os.PathLike | None = None,
+                train_changes: Mapping[str, object] | None = None, max_seconds: float | None = None) -> Path:
     """Train (or resume) a prior of `kind` ("diffusion" or "autoregressive"); returns RUN_DIR/model.
 
     `init_from` names a saved prior (a `save_prior` directory) of the preset's exact config to start from instead
-    of random weights (a warm restart); resuming needs the same directory."""
+    of random weights (a warm restart); resuming needs the same directory. `train_changes` replace fields of the
+    preset's TrainConfig (`unclip train --set`; overrides.py); `max_seconds` stops the run early, checkpointed
+    (Trainer.fit)."""
     if kind not in RECIPES:
         raise ValueError(f"unknown prior kind {kind!r}: expected one of {', '.join(RECIPES)}")
     if preset_name not in RECIPES[kind]:
         raise ValueError(f"unknown {kind} prior preset {preset_name!r}: expected one of {', '.join(RECIPES[kind])}")
     recipe, run_dir = RECIPES[kind][preset_name], Path(run_dir)
+    recipe = replace(recipe, train=with_train_changes(recipe.train, train_changes))
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = dist_ctx or distributed.current()
     clip = load_clip(clip_dir, device=device).requires_grad_(False)
@@ -144,7 +150,7 @@ def train_prior(*, kind: str, preset_name: str, clip_dir: str | os.PathLike, run
                       run_dir=run_dir, model_config={"kind": kind, **cfg.to_dict(), "clip": str(clip_dir),
                                                      "data": data, "pairs": recipe.pairs, **extra},
                       device=device, progress=progress, dist_ctx=ctx)
-    trainer.fit(max_steps)
+    trainer.fit(max_steps, max_seconds=max_seconds)
     out = run_dir / "model"
     if trainer.is_main:
         save_prior(out, trainer.ema.shadow if trainer.ema is not None else trainer.module)

@@ -284,15 +284,20 @@ class Trainer:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def fit(self, max_steps: int | None = None) -> dict[str, float]:
-        """Train until optimizer step `max_steps` (default: config.steps); return the last logged metrics."""
+    def fit(self, max_steps: int | None = None, *, max_seconds: float | None = None) -> dict[str, float]:
+        """Train until optimizer step `max_steps` (default: config.steps), or with `max_seconds` until the first step
+        that ends that long after training began, whichever comes first; either way the run ends checkpointed, so a
+        later fit resumes it (the learning-rate schedule is config.steps long regardless). Returns the last logged
+        metrics."""
+        if max_seconds is not None and not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
         self._hold_lock()
         try:
-            return self._fit(max_steps)
+            return self._fit(max_steps, None if max_seconds is None else time.monotonic() + max_seconds)
         finally:
             self._drop_lock()
 
-    def _fit(self, max_steps: int | None) -> dict[str, float]:
+    def _fit(self, max_steps: int | None, deadline: float | None = None) -> dict[str, float]:
         cfg = self.config
         target = cfg.steps if max_steps is None else max_steps
         if target <= self.step:
@@ -302,9 +307,20 @@ class Trainer:
         loader = self._loader(target - self.step)
         with (Prefetcher(loader, depth=self.prefetch) if self.prefetch and not self.config.num_workers
               else contextlib.nullcontext(iter(loader))) as batches:  # the thread stops however the loop ends
-            return self._steps(target, batches, bar)
+            return self._steps(target, batches, bar, deadline)
 
-    def _steps(self, target: int, batches, bar) -> dict[str, float]:
+    def _out_of_time(self, deadline: float | None) -> bool:
+        """Whether `deadline` (time.monotonic) has passed; under DDP, on any rank, so that all stop at one step."""
+        if deadline is None:
+            return False
+        late = time.monotonic() >= deadline
+        if self.dist.enabled:
+            flag = torch.tensor([1.0 if late else 0.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            late = bool(flag.item() > 0)
+        return late
+
+    def _steps(self, target: int, batches, bar, deadline: float | None = None) -> dict[str, float]:
         cfg = self.config
         params = [p for p in self.module.parameters() if p.requires_grad]
         window_start, window_samples, sums, counted = time.perf_counter(), 0, {}, 0
@@ -370,6 +386,9 @@ class Trainer:
                     hook(self)
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
+            if self.step < target and self._out_of_time(deadline):
+                self._log({"step": self.step, "stopped": "time limit (max_seconds)"})
+                break
         bar.close()
         if self.step % cfg.checkpoint_every:
             self.save()
