@@ -181,16 +181,16 @@ def test_image_mlp_width_is_checked():
 
 
 def test_init_from_accepts_other_training_only_diffusion_settings_and_refuses_another_schedule(tmp_path):
-    """Timestep sampling, loss weights (TRAINING_ONLY) and conditioning dropout (TRAINING_ONLY_MODEL) shape training,
-    not the network: a run may start from a model trained with others (tiny-16-rb1-sc-focus7-ft5, -cap20-ft6); a
-    schedule or a prediction target it may not."""
+    """Timestep sampling, loss weights (TRAINING_ONLY), conditioning dropout and pixel weights (TRAINING_ONLY_MODEL)
+    shape training, not the network: a run may start from a model trained with others (tiny-16-rb1-sc-focus7-ft5,
+    -cap20-ft6); a schedule or a prediction target it may not."""
     torch.manual_seed(0)
     unet = UNetConfig(image_size=16, attention_resolutions=(8,), clip_dim=8, text_width=12, **UNET)
     saved = perturb(decoder_train.Decoder(decoder_train.RECIPES["tiny"].model.with_(unet=unet)))
     decoder_train.save_decoder(tmp_path / "saved", saved)
     diffusion = saved.config.diffusion
     focused = decoder_train.Decoder(saved.config.with_(
-        p_drop_text=0.2, p_drop_image=0.05,
+        p_drop_text=0.2, p_drop_image=0.05, foreground_weight=4.0,
         diffusion=dataclasses.replace(diffusion, timestep_focus_steps=7, min_snr_gamma=None,
                                       timestep_sampling="logit-normal")))
     decoder_train._load_initial_weights(focused, tmp_path / "saved")

@@ -6,6 +6,7 @@ the stage's training-time choices (conditioning dropout; crops and corruption of
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..diffusion import DiffusionConfig
@@ -185,9 +186,18 @@ class DecoderConfig:
     # ids and the CLIP's token states and adds its output to those states, from zero. Its width must be
     # unet.text_width; a decoder has one of caption_encoder and caption_adapter at most.
     caption_adapter: CaptionEncoderConfig | None = None
+    # Training only: an object pixel's squared error counts 1 + foreground_weight times a background pixel's
+    # (weighting.py; 0 weighs every pixel alike, as the papers do).
+    foreground_weight: float = 0.0
+    # ... only at timesteps t < foreground_weight_below * T (1: at every timestep), where x_t shows the objects.
+    foreground_weight_below: float = 1.0
 
     def __post_init__(self):
         _check_variance(self.unet, self.diffusion)
+        if not (self.foreground_weight >= 0 and math.isfinite(self.foreground_weight)):
+            raise ValueError(f"foreground_weight must be a finite number >= 0, got {self.foreground_weight}")
+        if not 0 < self.foreground_weight_below <= 1:
+            raise ValueError(f"foreground_weight_below must be in (0, 1], got {self.foreground_weight_below}")
         if self.caption_encoder is not None and self.caption_adapter is not None:
             raise ValueError("a decoder reads its own caption encoder's states or the CLIP's with an adapter, not "
                              "both: set caption_encoder or caption_adapter")
@@ -214,7 +224,9 @@ class DecoderConfig:
         return {"unet": self.unet.to_dict(), "diffusion": self.diffusion.to_dict(),
                 "p_drop_image": self.p_drop_image, "p_drop_text": self.p_drop_text} | (
             {} if self.caption_encoder is None else {"caption_encoder": self.caption_encoder.to_dict()}) | (
-            {} if self.caption_adapter is None else {"caption_adapter": self.caption_adapter.to_dict()})
+            {} if self.caption_adapter is None else {"caption_adapter": self.caption_adapter.to_dict()}) | (
+            {} if not self.foreground_weight else {"foreground_weight": self.foreground_weight}) | (
+            {} if self.foreground_weight_below == 1 else {"foreground_weight_below": self.foreground_weight_below})
 
     @classmethod
     def from_dict(cls, data: dict) -> DecoderConfig:

@@ -19,6 +19,7 @@ from ..samplers import SAMPLERS
 from .caption_encoder import CaptionAdapter, CaptionEncoder
 from .config import DecoderConfig
 from .unet import UNet
+from .weighting import foreground_weights
 
 
 def run_sampler(model_fn: ModelFn, diffusion: GaussianDiffusion, shape: tuple[int, ...], *, sampler: str,
@@ -127,7 +128,12 @@ class Decoder(nn.Module):
                 estimate = self._estimate(self.net(x, tt, **cond), x, tt)
             return self.net(x, tt, **cond, self_cond=estimate)
 
-        return self.diffusion.training_losses(model_fn, images, t, noise)["loss"].mean()
+        weights = None
+        if cfg.foreground_weight:  # weighting.py: object pixels count 1 + foreground_weight times, at t < below * T
+            cut = cfg.foreground_weight_below * self.diffusion.num_steps
+            below = None if cfg.foreground_weight_below == 1 else t < cut
+            weights = foreground_weights(images, cfg.foreground_weight, below)
+        return self.diffusion.training_losses(model_fn, images, t, noise, weights=weights)["loss"].mean()
 
     def denoiser(self, *, image_embedding: torch.Tensor | None = None, text_states: torch.Tensor | None = None,
                  text_mask: torch.Tensor | None = None, tokens: torch.Tensor | None = None,

@@ -189,9 +189,11 @@ class GaussianDiffusion:
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
     def training_losses(
-        self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None
+        self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None,
+        *, weights: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per-sample losses: {"loss", "mse"} and, with learned variance, {"vb"}; each of shape (B,)."""
+        """Per-sample losses: {"loss", "mse"} and, with learned variance, {"vb"}; each of shape (B,). `weights`,
+        broadcastable to x0, weigh each element of the squared error before its mean (the vb term is not weighted)."""
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
@@ -201,7 +203,10 @@ class GaussianDiffusion:
             raise ValueError(f"model output {tuple(mean_out.shape)} does not match data {tuple(x0.shape)}")
         alpha, sigma = self.alpha_sigma(t, x0)
         goal = target(self.config.prediction, x0, noise, alpha, sigma)
-        mse = ((mean_out - goal) ** 2).mean(dim=tuple(range(1, x0.ndim)))
+        squared = (mean_out - goal) ** 2
+        if weights is not None:
+            squared = squared * weights
+        mse = squared.mean(dim=tuple(range(1, x0.ndim)))
         if self.config.min_snr_gamma is not None:
             snr = self.schedule.snr.to(x0.device)[t.to(x0.device)]
             mse = mse * min_snr_weight(self.config.prediction, snr, self.config.min_snr_gamma).to(mse.dtype)
