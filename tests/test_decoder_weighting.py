@@ -1,6 +1,8 @@
 """Foreground-weighted decoder loss (DecoderConfig.foreground_weight, unclip/decoder/weighting.py): the mask read
 from the border colour, the weights' ratio and mean, the weighted mean in the diffusion loss, and the config."""
 
+import re
+
 import pytest
 import torch
 
@@ -45,16 +47,22 @@ def test_mask_agrees_with_rendered_scenes_objects():
 @pytest.mark.parametrize("weight", [0.0, 4.0, 10.0])
 def test_weights_make_an_object_pixel_count_one_plus_weight_times_a_background_pixel(weight):
     w = foreground_weights(torch.cat([_scene(1.0, -1.0), _scene(-1.0, 1.0)]), weight)
-    assert w.mean().item() == pytest.approx(1.0)
+    assert w.mean(dim=(1, 2, 3)).tolist() == pytest.approx([1.0, 1.0])  # each image keeps its share of the batch
     assert (w[:, :, 3, 3] / w[:, :, 0, 0]).flatten().tolist() == pytest.approx([1 + weight] * 2)
     with pytest.raises(ValueError, match="-1"):
         foreground_weights(_scene(1.0, -1.0), -1.0)
 
 
-def test_rows_left_out_weigh_every_pixel_alike():
+def test_rows_left_out_weigh_one_and_an_image_s_weights_do_not_depend_on_the_batch():
     w = foreground_weights(torch.cat([_scene(1.0, -1.0), _scene(1.0, -1.0)]), 4.0, rows=torch.tensor([True, False]))
     assert (w[0, :, 3, 3] / w[0, :, 0, 0]).item() == pytest.approx(5.0)
-    assert torch.all(w[1] == w[1, 0, 0, 0]) and w.mean().item() == pytest.approx(1.0)
+    assert torch.all(w[1] == 1)
+    # an empty scene beside a scene with an object: in a batch of two, as in two batches of one (so gradient
+    # accumulation still equals a larger batch)
+    empty, square = torch.full((1, 3, 8, 8), 1.0), _scene(1.0, -1.0)
+    together = foreground_weights(torch.cat([empty, square]), 4.0)
+    assert torch.equal(together, torch.cat([foreground_weights(empty, 4.0), foreground_weights(square, 4.0)]))
+    assert torch.allclose(together[0], torch.ones(1, 8, 8))
 
 
 def test_training_losses_weigh_each_element_before_the_mean():
@@ -69,9 +77,12 @@ def test_training_losses_weigh_each_element_before_the_mean():
     alpha, sigma = diffusion.alpha_sigma(t, x0)
     by_hand = (w * (model(diffusion.q_sample(x0, t, noise), t) - (alpha * noise - sigma * x0)) ** 2).mean((1, 2, 3))
     assert torch.allclose(diffusion.training_losses(model, x0, t, noise, weights=w)["mse"], by_hand)
+    for bad in (torch.ones(3), torch.ones(2, 1, 8, 8)):  # (B,) would broadcast over the width
+        with pytest.raises(ValueError, match=re.escape(f"weights {tuple(bad.shape)} must have one row or one per")):
+            diffusion.training_losses(model, x0, t, noise, weights=bad)
 
 
-def test_decoder_loss_with_foreground_weight_changes_only_scenes_with_objects():
+def test_decoder_loss_with_foreground_weight_changes_only_scenes_with_objects(monkeypatch):
     config = DecoderConfig(unet=SMALL, diffusion=DiffusionConfig(schedule="cosine", steps=100, prediction="v"))
     torch.manual_seed(0)
     plain = perturb(Decoder(config), scale=0.1, generator=torch.Generator().manual_seed(0))
@@ -86,12 +97,20 @@ def test_decoder_loss_with_foreground_weight_changes_only_scenes_with_objects():
     scenes = uniform.clone()
     scenes[:, :, 4:8, 4:8] = 1.0
     assert loss(weighted, scenes) != pytest.approx(loss(plain, scenes), rel=1e-3)
-    # weights kept to t < 0.01 T: the rows drawn (seeded) all lie above, so every pixel weighs alike again
-    above = Decoder(config.with_(foreground_weight=9.0, foreground_weight_below=0.01))
-    above.load_state_dict(plain.state_dict())
-    t = above.diffusion.sample_timesteps(4, generator=torch.Generator().manual_seed(2))
-    assert (t >= 1).all()
-    assert loss(above, scenes) == pytest.approx(loss(plain, scenes), rel=1e-6)
+    # weights kept to t < 0.6 T (60 of 100 steps): rows at t = 10 and 59 are weighed, rows at 60 and 90 are not
+    below = Decoder(config.with_(foreground_weight=9.0, foreground_weight_below=0.6))
+    below.load_state_dict(plain.state_dict())
+    seen, training_losses = {}, below.diffusion.training_losses
+
+    def capture(*args, weights=None, **kwargs):
+        seen["w"] = weights
+        return training_losses(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(below.diffusion, "sample_timesteps", lambda n, **_: torch.tensor([10, 59, 60, 90]))
+    monkeypatch.setattr(below.diffusion, "training_losses", capture)
+    loss(below, scenes)
+    weighed = [bool((row != 1).any()) for row in seen["w"]]
+    assert weighed == [True, True, False, False]
 
 
 def test_config_keeps_old_files_unchanged_round_trips_and_names_a_bad_weight():

@@ -1,6 +1,7 @@
 """The unCLIP pipeline, the manipulations and the verbs that write images (issue 8), on tiny random stages."""
 
 import json
+import stat
 
 import numpy as np
 import pytest
@@ -93,6 +94,9 @@ def test_save_and_load_in_half_precision(pipe, tmp_path):
     assert back.config == pipe.config and back.sizes == pipe.sizes == [16, 32]
     for name in ("clip", "decoder", "prior", "ar_prior", "upsampler1"):
         assert (tmp_path / "p" / name / "model.safetensors").is_file()
+    # safetensors creates files 0600 whatever the umask: a pipeline saved to share gets the mode its JSON gets
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "p" / "decoder").iterdir()}
+    assert modes["model.safetensors"] == modes["decoder_config.json"], modes
     for mine, theirs in ((pipe.decoder, back.decoder), (pipe.prior, back.prior), (pipe.clip, back.clip)):
         for (k, a), b in zip(mine.state_dict().items(), theirs.state_dict().values()):
             assert b.dtype == a.dtype, k  # loaded back into float32 modules

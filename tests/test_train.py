@@ -1,6 +1,7 @@
 """The training engine: checkpoints, exact resume (also after kill -9), NaN guard, accumulation, EMA, schedule."""
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,10 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
     assert all(_same(sa["state"][i], sb["state"][i]) for i in sa["state"])
     assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    # every file of a checkpoint has the mode its state.json has (safetensors alone would write 0600)
+    (checkpoint,) = [p for p in (tmp_path / "a" / "checkpoints").iterdir() if p.name.startswith("step-")]
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in checkpoint.iterdir()}
+    assert set(modes.values()) == {modes["state.json"]}, modes
 
 
 def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
@@ -141,12 +146,13 @@ def test_nan_guard_skips_and_then_stops(tmp_path):
 def test_a_time_limit_stops_checkpointed_and_the_run_resumes_to_what_one_run_gives(tmp_path):
     whole = _trainer(tmp_path / "whole")
     whole.fit()
-    boxed = _trainer(tmp_path / "boxed")
+    boxed = _trainer(tmp_path / "boxed", log_every=5)
     boxed.fit(max_seconds=1e-9)  # out of time after the first step
     assert boxed.step == 1 and [s for s, _ in list_checkpoints(tmp_path / "boxed" / "checkpoints")] == [1]
     log = [json.loads(x) for x in (tmp_path / "boxed" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1] == {"step": 1, "stopped": "time limit (max_seconds)"}
-    resumed = _trainer(tmp_path / "boxed")
+    assert log[-2]["step"] == 1 and "loss" in log[-2]  # the step before the stop is logged, off the log_every beat
+    resumed = _trainer(tmp_path / "boxed")  # with log_every 1: bookkeeping may change between sittings
     resumed.fit(max_seconds=3600)  # time to spare: the schedule ends first
     assert resumed.step == 6 and _same(resumed.model.state_dict(), whole.model.state_dict())
     with pytest.raises(ValueError, match="max_seconds must be > 0, got 0"):

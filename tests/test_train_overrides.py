@@ -32,7 +32,7 @@ def test_values_are_parsed_by_the_field_type():
     ("batch=3", "'batch' is not a training setting; expected one of steps, batch_size"),
     ("batch_size=many", "--set batch_size=many: batch_size takes int"),
     ("lr=fast", "--set lr=fast: lr takes float"),
-    ("ema_warmup=maybe", "ema_warmup takes bool"),
+    ("ema_warmup=maybe", "ema_warmup takes bool: one of true, 1, yes, false, 0, no"),
     ("betas=0.9", "betas takes tuple"),
     ("steps=none", "steps takes int"),
 ])
@@ -48,6 +48,25 @@ def test_bad_values_and_repeats_are_refused():
         with_train_changes(TrainConfig(), parse_train_changes(["precision=fp16"]))
     with pytest.raises(ValueError, match="--set lr is given twice"):
         parse_train_changes(["lr=1e-3", "lr=2e-3"])
+
+
+@pytest.mark.parametrize("pair, message", [
+    # each of these trained without an error before: a negative clip norm flips the gradient, hook_every -1 ran the
+    # hooks every step, and so on
+    ("grad_clip=-1", "grad_clip must be a finite number > 0 or None"),
+    ("grad_clip=0", "grad_clip must be a finite number > 0 or None"),
+    ("lr=nan", "lr must be a finite number > 0, got nan"),
+    ("lr=-1e-3", "lr must be a finite number > 0"),
+    ("min_lr_ratio=3", r"min_lr_ratio must be in \[0, 1\], got 3.0"),
+    ("warmup_steps=-5", "warmup_steps must be >= 0, got -5"),
+    ("hook_every=-1", "hook_every must be >= 0, got -1"),
+    ("num_workers=-2", "num_workers must be >= 0, got -2"),
+    ("weight_decay=-1", "weight_decay must be a finite number >= 0"),
+    ("betas=2,3", r"betas must be two numbers in \[0, 1\), got \(2.0, 3.0\)"),
+])
+def test_values_that_would_train_wrongly_are_refused_naming_the_setting(pair, message):
+    with pytest.raises(ValueError, match=f"^--set: {message}"):
+        with_train_changes(TrainConfig(), parse_train_changes([pair]))
 
 
 def _micro_tiny_recipe(monkeypatch, *, steps: int, batch_size: int) -> None:
@@ -69,6 +88,9 @@ def test_cli_set_reaches_the_run_and_a_resume_must_repeat_it(tmp_path, monkeypat
     _refused(run, r"another train config \(differs in \['batch_size', 'steps'\]\)", capsys)
     assert main(run + ["--set", "steps=2", "--set", "batch_size=2"]) == 0  # resumed to the end
     assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
+    # how often to log or checkpoint may change between sittings; what is trained may not
+    assert main(run + ["--set", "steps=2", "--set", "batch_size=2", "--set", "log_every=7",
+                       "--set", "checkpoint_every=5"]) == 0
     _refused(run + ["--set", "lr"], "unclip train decoder: --set 'lr': expected KEY=VALUE", capsys)
     _refused(run + ["--set", "batch_size=0"], "batch_size must be >= 1, got 0", capsys)
     _refused(["train", "all", "--run-dir", str(tmp_path / "all"), "--set", "lr=1e-3"],

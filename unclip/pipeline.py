@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .clip import CLIP, load_clip, save_clip
 from .data.images import to_pil
@@ -29,6 +29,7 @@ from .prior import ARPrior, DiffusionPrior, load_prior, save_prior
 from .prior.embed import text_conditioning
 from .prior.kinds import PRIOR_KINDS, image_embeddings
 from .rerank import clip_scores, pick_best
+from .train.checkpoint import write_tensors
 
 FORMAT_VERSION = 1
 SAMPLERS = ("ddim", "ddpm", "dpm++")
@@ -127,7 +128,7 @@ def _halve(path: Path) -> None:
     tensors = load_file(str(path))
     half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(half, str(tmp))
+    write_tensors(tmp, half)
     os.replace(tmp, path)
 
 

@@ -216,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="train_changes",
                        help="one stage: change a field of the preset's training config (repeatable), e.g. on a GPU "
                        "--set batch_size=256 --set num_workers=12 --set precision=bf16; also steps, lr, "
-                       "warmup_steps, checkpoint_every ...; saved in the run's config, so resuming needs the same")
+                       "warmup_steps, checkpoint_every ...; saved in the run's config, so resuming needs the same "
+                       "(except log_every, checkpoint_every, keep_checkpoints, hook_every and max_bad_steps, which "
+                       "may change between sittings)")
     train.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     train.set_defaults(run=_train)

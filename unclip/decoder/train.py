@@ -258,9 +258,10 @@ RECIPES: dict[str, DecoderRecipe] = {
     # Read at step 2,000-3,000 both drew the right colours sooner than the plain recipe, but in blobs too large and
     # too many (the tilt weighting.py describes); -fg10 more so (stopped at step 3,550). The weights only where x_t
     # shows the objects (t < 0.6 T): the colours' head start without the tilt, if the tilt comes from the noisy steps.
-    # Measured 2026-12-07 at step 7,500 from true z_i: -fg4 0.030 and -fg4-t60 0.018 against 0.032 on the 500 test
-    # images, 0.020 and 0.020 against 0.021 on 1,000 val images; no gain, so the two-hour recipe stays unweighted
-    # (docs/pipeline.md, "Weighing the objects in the two-hour decoder's loss").
+    # Measured 2026-12-07 at step 7,500 from true z_i (weights then divided by the batch's mean, commit abc7133; now
+    # by each image's): -fg4 0.030 and -fg4-t60 0.018 against 0.032 on the 500 test images, 0.020 and 0.020 against
+    # 0.021 on 1,000 val images; no gain, so the two-hour recipe stays unweighted (docs/pipeline.md, "Weighing the
+    # objects in the two-hour decoder's loss").
     "tiny-16-rb1-fast-fg4-t60": DecoderRecipe(model=_FAST_2H.model.with_(foreground_weight=4.0,
                                                                          foreground_weight_below=0.6),
                                               train=_FAST_2H.train),

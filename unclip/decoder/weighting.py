@@ -8,8 +8,10 @@ object pixel count 1 + λ times a background pixel.
 
 The mask is soft and read from the image alone, by the world's own rule for the background (WORLD.md: the colour of
 the border pixels): m = max over channels of |x0 - border mean| / 2, in [0, 1] for images in [-1, 1], so an
-anti-aliased edge counts in part. The weights are divided by their mean over the batch, so the loss keeps the
-units (and the learning rate its meaning) of the unweighted one.
+anti-aliased edge counts in part. Each image's weights are divided by their mean over that image, so the loss keeps
+the units (and the learning rate its meaning) of the unweighted one and each image its share of the batch; an image's
+weights depend on that image alone, so gradient accumulation still equals a larger batch, and a run on N GPUs one on
+one. (The runs measured in docs/pipeline.md divided by the batch's mean instead, at commit abc7133.)
 
 The weights depend on x0, so the loss's minimiser is no longer E[v | x_t] but a mean tilted towards object
 colours where x_t does not yet show where the objects are (high noise): the decoder draws objects too large, and too
@@ -37,11 +39,12 @@ def foreground_mask(images: torch.Tensor) -> torch.Tensor:
 
 
 def foreground_weights(images: torch.Tensor, weight: float, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Loss weights (B, 1, H, W): 1 + weight * foreground_mask(images) in the rows where `rows` (B,) bool is True
-    (every row without it), 1 in the others, divided by their mean over the batch."""
+    """Loss weights (B, 1, H, W): 1 + weight * foreground_mask(images), divided by its mean over each image, in the
+    rows where `rows` (B,) bool is True (every row without it); exactly 1 in the others."""
     if weight < 0:
         raise ValueError(f"foreground weight must be >= 0, got {weight}")
     w = 1 + weight * foreground_mask(images)
+    w = w / w.mean(dim=(1, 2, 3), keepdim=True)
     if rows is not None:
         w = torch.where(rows[:, None, None, None], w, torch.ones_like(w))
-    return w / w.mean()
+    return w

@@ -205,6 +205,9 @@ class GaussianDiffusion:
         goal = target(self.config.prediction, x0, noise, alpha, sigma)
         squared = (mean_out - goal) ** 2
         if weights is not None:
+            if weights.ndim != x0.ndim or weights.shape[0] not in (1, x0.shape[0]):
+                raise ValueError(f"weights {tuple(weights.shape)} must have one row or one per sample of "
+                                 f"{tuple(x0.shape)}, with as many dimensions")
             squared = squared * weights
         mse = squared.mean(dim=tuple(range(1, x0.ndim)))
         if self.config.min_snr_gamma is not None:

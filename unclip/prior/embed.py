@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..clip import CLIP
 from ..data import collate_image_caption
 from ..data.embeddings import EmbeddingShards
+from ..train.checkpoint import write_tensors
 
 
 @torch.no_grad()
@@ -49,7 +50,7 @@ def cached_embeddings(path: str | os.PathLike, make) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     tensors = make()
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    write_tensors(tmp, tensors)
     os.replace(tmp, path)
     return tensors
 

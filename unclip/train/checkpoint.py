@@ -57,8 +57,32 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated?): {error}") from None
 
 
-def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+def _file_mode() -> int:
+    """The mode open() gives a new file now: 0666 less the process's umask. Linux shows the umask in
+    /proc/self/status; elsewhere reading it means setting it, which another thread could see, so it is read once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _FALLBACK_FILE_MODE
+
+
+def _umask_once() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FALLBACK_FILE_MODE = _umask_once()
+
+
+def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
+    """Write tensors to a safetensors file. safetensors creates its files 0600 whatever the umask; this gives them the
+    mode every other file unclip writes gets, so a model saved to share can be read by whoever may read its config."""
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    os.chmod(path, _file_mode())
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

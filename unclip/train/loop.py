@@ -75,6 +75,21 @@ class TrainConfig:
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        # Each of these would train without an error and wrongly: a negative clip norm flips the gradient's sign
+        # (clip_grad_norm_ scales by max_norm / norm), a negative hook_every runs the hooks every step, a NaN lr ...
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip must be a finite number > 0 or None (no clipping), got {self.grad_clip}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        for name in ("warmup_steps", "num_workers", "hook_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"betas": list(self.betas)}
@@ -85,6 +100,11 @@ class TrainConfig:
         if set(data) - known:
             raise ValueError(f"unknown TrainConfig keys: {sorted(set(data) - known)}")
         return cls(**(data | ({"betas": tuple(data["betas"])} if "betas" in data else {})))
+
+
+# TrainConfig fields that change what a run logs, keeps or draws, never the weights it trains: a resumed run may set
+# them anew (checkpoint more often in a second sitting, say); the rest must match.
+BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "hook_every", "max_bad_steps")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -184,9 +204,11 @@ class Trainer:
             if "model" in stored and self.read_model_config is not None:
                 stored["model"] = self.read_model_config(stored["model"])
             for part in ("model", "train"):
-                if stored.get(part) != record[part]:
-                    diff = sorted(k for k in set(stored.get(part, {})) | set(record[part])
-                                  if stored.get(part, {}).get(k) != record[part].get(k))
+                mine, theirs = record[part], stored.get(part, {})
+                if part == "train":  # how often to log, save or draw grids may change between sittings
+                    mine, theirs = ({k: v for k, v in d.items() if k not in BOOKKEEPING} for d in (mine, theirs))
+                if theirs != mine:
+                    diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
                     raise ValueError(f"{self.run_dir} was started with another {part} config (differs in {diff}); "
                                      "resume with the same settings or use a new run directory")
         self._hold_lock()  # before the resume below cuts the metrics log back to the checkpoint
@@ -372,7 +394,9 @@ class Trainer:
                 for k, v in micro_metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == target:
+            # every rank asks (it all-reduces); the window so far is logged before a stop, not lost
+            stop = self.step < target and self._out_of_time(deadline)
+            if self.step % cfg.log_every == 0 or self.step == target or stop:
                 elapsed = time.perf_counter() - window_start
                 self.last_metrics = {k: v / max(counted, 1) for k, v in sums.items()} | {
                     "lr": lr, "grad_norm": float(grad_norm), "samples_per_s": window_samples / max(elapsed, 1e-9),
@@ -386,8 +410,11 @@ class Trainer:
                     hook(self)
             if self.step % cfg.checkpoint_every == 0:
                 self.save()
-            if self.step < target and self._out_of_time(deadline):
+            if stop:
                 self._log({"step": self.step, "stopped": "time limit (max_seconds)"})
+                if self.is_main:
+                    bar.write(f"stopped at step {self.step} of {target}: the time limit; checkpointed, so the same "
+                              "command without the limit resumes it")
                 break
         bar.close()
         if self.step % cfg.checkpoint_every:

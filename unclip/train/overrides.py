@@ -3,7 +3,8 @@
 A recipe's schedule, batch and workers are sized for the 2-core CPU it was measured on; on a GPU the same recipe
 wants a larger batch, data-loader workers and bf16 autocast, e.g. `--set batch_size=256 --set num_workers=12
 --set precision=bf16`. The changes are applied before the run starts and saved in its config.json, so a resumed run
-must be given the same ones (the Trainer refuses another config, naming the fields that differ).
+must be given the same ones (the Trainer refuses another config, naming the fields that differ), except for the
+bookkeeping fields (loop.BOOKKEEPING: how often it logs, checkpoints or draws grids).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _parse_value(name: str, kind: str, text: str):
     try:
         if base == "bool":
             if text.lower() not in _TRUE + _FALSE:
-                raise ValueError
+                raise ValueError(f"one of {', '.join(_TRUE + _FALSE)}")
             return text.lower() in _TRUE
         if base == "int":
             return int(text)
@@ -35,10 +36,13 @@ def _parse_value(name: str, kind: str, text: str):
             if len(value) != kind.count("float"):
                 raise ValueError
             return value
-    except ValueError:
+        if base == "str":
+            return text
+    except ValueError as error:
         raise ValueError(f"--set {name}={text}: {name} takes {kind}"
-                         + (" (comma-separated)" if base == "tuple" else "")) from None
-    return text
+                         + (" (comma-separated)" if base == "tuple" else "")
+                         + (f": {error}" if base == "bool" else "")) from None
+    raise TypeError(f"--set {name}: no parser for its type {kind} (a TrainConfig field added without one)")
 
 
 def parse_train_changes(pairs: Sequence[str]) -> dict[str, object]:
@@ -63,4 +67,7 @@ def with_train_changes(config: TrainConfig, changes: Mapping[str, object] | None
     """`config` with `changes` applied and checked as a new TrainConfig would be (ValueError names a bad value)."""
     if not changes:
         return config
-    return TrainConfig.from_dict(config.to_dict() | dict(changes))
+    try:
+        return TrainConfig.from_dict(config.to_dict() | dict(changes))
+    except ValueError as error:  # the error names the field and its value
+        raise ValueError(f"--set: {error}") from None
