@@ -170,23 +170,30 @@ def test_train_all_shares_the_embedded_pairs_between_the_priors(tmp_path, monkey
 
 
 def test_train_all_in_two_lanes_gives_what_one_lane_gives(tmp_path, monkeypatch):
-    """--jobs 2: the decoder's runs in one process, the priors and upsampler in another, the same weights as in turn."""
+    """--jobs 2: the decoder's runs in one process, the priors and upsampler in another, the same weights as in turn.
+    Every training runs on one thread, as each lane does: a float sum split over two threads rounds otherwise."""
     _micro_recipes(monkeypatch)
-    one = ta.train_all(preset_name="micro", run_dir=tmp_path / "one", progress=False, log=lambda text: None)
-    logs = []
-    two = ta.train_all(preset_name="micro", run_dir=tmp_path / "two", progress=False, log=logs.append, jobs=2,
-                       threads=2, lane_setup=register_micro_in_lane)
-    assert "two lanes of 1 thread each" in logs[1]
-    for stage in ("clip", "prior", "ar_prior", "decoder", "upsampler1"):
-        a, b = (load_file(str(out / stage / "model.safetensors")) for out in (one, two))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
-    before = load_file(str(two / "decoder" / "model.safetensors"))
-    ta.train_all(preset_name="micro", run_dir=tmp_path / "two", progress=False, log=lambda text: None, jobs=2,
-                 threads=2, lane_setup=register_micro_in_lane)  # a rerun finds every stage done
-    after = load_file(str(two / "decoder" / "model.safetensors"))
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert max(p.name for p in (tmp_path / "two" / "decoder-ft2" / "checkpoints").iterdir()) == "step-00000002"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = ta.train_all(preset_name="micro", run_dir=tmp_path / "one", progress=False, log=lambda text: None)
+        logs = []
+        two = ta.train_all(preset_name="micro", run_dir=tmp_path / "two", progress=False, log=logs.append, jobs=2,
+                           threads=2, lane_setup=register_micro_in_lane)
+        assert "two lanes of 1 thread each" in logs[1]
+        for stage in ("clip", "prior", "ar_prior", "decoder", "upsampler1"):
+            a, b = (load_file(str(out / stage / "model.safetensors")) for out in (one, two))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
+        names = [sorted(p.name for p in (tmp_path / run).iterdir()) for run in ("one", "two")]
+        assert names[0] == names[1]
+        before = load_file(str(two / "decoder" / "model.safetensors"))
+        ta.train_all(preset_name="micro", run_dir=tmp_path / "two", progress=False, log=lambda text: None, jobs=2,
+                     threads=2, lane_setup=register_micro_in_lane)  # a rerun finds every stage done
+        after = load_file(str(two / "decoder" / "model.safetensors"))
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert max(p.name for p in (tmp_path / "two" / "decoder-ft2" / "checkpoints").iterdir()) == "step-00000002"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_train_all_in_two_lanes_names_the_lane_that_failed(tmp_path, monkeypatch):
