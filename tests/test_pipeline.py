@@ -222,8 +222,15 @@ def test_assemble_averages_several_decoders_weight_for_weight(pipe, tmp_path):
     one = average_decoders([tmp_path / "d1"])
     assert all(torch.equal(a, b) for a, b in zip(pipe.decoder.state_dict().values(), one.state_dict().values()))
     save_decoder(tmp_path / "u", pipe.upsamplers[0])
-    with pytest.raises(ValueError, match="configs differ"):
+    with pytest.raises(ValueError, match="describe different networks"):
         average_decoders([tmp_path / "d1", tmp_path / "u"])
+    # trained with other training-only settings (conditioning dropout, pixel weights): the same network, so it averages
+    dropped = Decoder(pipe.decoder.config.with_(p_drop_text=0.3, foreground_weight=2.0))
+    dropped.load_state_dict(other.state_dict())
+    save_decoder(tmp_path / "d3", dropped)
+    again = average_decoders([tmp_path / "d1", tmp_path / "d3"])
+    assert all(torch.equal(a, b) for a, b in zip(mean.state_dict().values(), again.state_dict().values()))
+    assert again.config == pipe.decoder.config  # the first's
     assert cli.main(["assemble", "--clip", str(tmp_path / "c"), "--decoder", str(tmp_path / "d1"),
                      str(tmp_path / "d2"), "--out", str(tmp_path / "pipe"), "--full-precision"]) == 0
     back = UnCLIP.from_pretrained(tmp_path / "pipe").decoder

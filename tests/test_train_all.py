@@ -12,6 +12,7 @@ from unclip import train_all as ta
 from unclip.clip import train as clip_train
 from unclip.decoder import DecoderConfig, UNetConfig, load_decoder
 from unclip.decoder import train as decoder_train
+from unclip.decoder.config import network_config
 from unclip.decoder.grow import GROWABLE
 from unclip.pipeline import PipelineConfig, UnCLIP
 from unclip.prior import ARPriorConfig, DiffusionPriorConfig
@@ -152,7 +153,7 @@ def test_shipped_model_matches_its_preset():
     assert DiffusionPriorConfig.from_dict(prior["config"]) == want
     chain = [decoder_train.RECIPES[name].model for name in (preset.decoder, *preset.decoder_finetunes)]
     for before, after in zip(chain, chain[1:]):
-        mine, theirs = decoder_train._model_config(after), decoder_train._model_config(before)
+        mine, theirs = network_config(after), network_config(before)
         assert mine == theirs | {"unet": theirs["unet"] | {k: mine["unet"][k] for k in GROWABLE}}
 
 

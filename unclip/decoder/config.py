@@ -333,3 +333,24 @@ def preset(name: str) -> DecoderConfig | UpsamplerConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown decoder preset {name!r}: expected one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+# Diffusion settings that shape only training (which timesteps, how each is weighted), not what the network computes:
+# a run may start from a model trained with others (decoder/train.py, --init-from), and such models average.
+TRAINING_ONLY = ("min_snr_gamma", "vlb_weight", "timestep_sampling", "timestep_logit_mean", "timestep_logit_std",
+                 "timestep_focus_steps", "timestep_focus_fraction")
+# Decoder settings that shape only training: how often the conditioning is dropped (sampling never drops it at random)
+# and how the loss weighs object pixels.
+TRAINING_ONLY_MODEL = ("p_drop_image", "p_drop_text", "foreground_weight", "foreground_weight_below")
+# UNet settings of memory layout only: a model trained in one computes, up to rounding, what it would in the other.
+LAYOUT_ONLY_UNET = ("channels_last",)
+
+
+def network_config(config: DecoderConfig | UpsamplerConfig) -> dict:
+    """What a model's config says about the network it describes: its dict less the TRAINING_ONLY diffusion settings,
+    the TRAINING_ONLY_MODEL fields and the LAYOUT_ONLY_UNET settings. Two models with equal network configs have
+    weights of the same meaning."""
+    data = {k: v for k, v in config.to_dict().items() if k not in TRAINING_ONLY_MODEL}
+    data["diffusion"] = {k: v for k, v in data["diffusion"].items() if k not in TRAINING_ONLY}
+    data["unet"] = {k: v for k, v in data["unet"].items() if k not in LAYOUT_ONLY_UNET}
+    return data

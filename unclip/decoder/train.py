@@ -34,7 +34,8 @@ from ..train.distributed import DistContext
 from ..train.overrides import with_train_changes
 from ..world import ShapesDataset
 from .caption_encoder import CaptionEncoderConfig
-from .config import DecoderConfig, UNetConfig, UpsamplerConfig
+from .config import (TRAINING_ONLY, TRAINING_ONLY_MODEL, DecoderConfig, UNetConfig, UpsamplerConfig,
+                     network_config)
 from .decoder import Decoder
 from .grow import GROWABLE, grow_unet
 from .upsampler import Upsampler
@@ -338,30 +339,9 @@ def _read_model_config(stored: dict) -> dict:
     return stored | cls.from_dict({k: v for k, v in stored.items() if k in names}).to_dict()
 
 
-# Diffusion settings that shape only training (which timesteps, how each is weighted), not what the network computes:
-# a run may start from a model trained with others.
-TRAINING_ONLY = ("min_snr_gamma", "vlb_weight", "timestep_sampling", "timestep_logit_mean", "timestep_logit_std",
-                 "timestep_focus_steps", "timestep_focus_fraction")
-
-
-# Decoder settings that shape only training: how often the conditioning is dropped (sampling never drops it at random)
-# and how the loss weighs object pixels.
-TRAINING_ONLY_MODEL = ("p_drop_image", "p_drop_text", "foreground_weight",
-                       "foreground_weight_below")
 # Decoder modules a preset may add to the model it starts from (--init-from): each starts as no change to what the
 # saved decoder computes (a caption adapter's output projection is zero), so only its own weights are new.
 ADDABLE_MODEL = ("caption_adapter",)
-# UNet settings of memory layout only: a model trained in one computes, up to rounding, what it would in the other.
-LAYOUT_ONLY_UNET = ("channels_last",)
-
-
-def _model_config(config: DecoderConfig | UpsamplerConfig) -> dict:
-    """A model's config as a dict, less its TRAINING_ONLY diffusion settings, TRAINING_ONLY_MODEL fields and
-    LAYOUT_ONLY_UNET settings."""
-    data = {k: v for k, v in config.to_dict().items() if k not in TRAINING_ONLY_MODEL}
-    data["diffusion"] = {k: v for k, v in data["diffusion"].items() if k not in TRAINING_ONLY}
-    data["unet"] = {k: v for k, v in data["unet"].items() if k not in LAYOUT_ONLY_UNET}
-    return data
 
 
 def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLike) -> None:
@@ -369,7 +349,7 @@ def _load_initial_weights(model: Decoder | Upsampler, directory: str | os.PathLi
     `model` may be a grown copy of the saved one (GROWABLE; see grow.py), may add modules that start as no change
     (ADDABLE_MODEL), and may train with other TRAINING_ONLY diffusion settings."""
     saved = load_decoder(directory)
-    mine, theirs = (_model_config(m.config) for m in (model, saved))
+    mine, theirs = (network_config(m.config) for m in (model, saved))
     added = [k for k in ADDABLE_MODEL if k in mine and k not in theirs]  # new modules that start as no change
     mine = {k: v for k, v in mine.items() if k not in added}
     grown = type(saved) is type(model) and "unet" in mine and mine != theirs and mine == theirs | {

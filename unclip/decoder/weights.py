@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from ..train.checkpoint import load_stage, save_stage
-from .config import DecoderConfig, UpsamplerConfig
+from .config import DecoderConfig, UpsamplerConfig, network_config
 from .decoder import Decoder
 from .upsampler import Upsampler
 
@@ -38,14 +38,15 @@ def average_decoders(directories: Sequence[str | os.PathLike], *,
                      device: str | torch.device = "cpu") -> Decoder | Upsampler:
     """One decoder (or upsampler) whose every weight is the mean of the saved ones' (a uniform "model soup",
     Wortsman et al. 2022): fine-tunes of one model, trained on different data from the same weights, usually sit in
-    one basin of the loss, where their mean is at least as good as each. They must share a config exactly; buffers
-    that are not floating point (step counters) are taken from the first."""
+    one basin of the loss, where their mean is at least as good as each. They must describe the same network
+    (config.network_config: training-only settings such as conditioning dropout may differ, and the result keeps the
+    first's); buffers that are not floating point (step counters) are taken from the first."""
     if not directories:
         raise ValueError("average_decoders needs at least one directory")
     models = [load_decoder(d) for d in directories]
     for directory, model in zip(directories[1:], models[1:]):
-        if type(model) is not type(models[0]) or model.config != models[0].config:
-            raise ValueError(f"cannot average {directory} with {directories[0]}: their configs differ")
+        if type(model) is not type(models[0]) or network_config(model.config) != network_config(models[0].config):
+            raise ValueError(f"cannot average {directory} with {directories[0]}: they describe different networks")
     states = [m.state_dict() for m in models]
     mean = {name: (torch.stack([s[name].float() for s in states]).mean(0).to(value.dtype)
                    if value.is_floating_point() else value)
