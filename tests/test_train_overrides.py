@@ -96,6 +96,8 @@ def test_cli_set_reaches_the_run_and_a_resume_must_repeat_it(tmp_path, monkeypat
     _refused(["train", "all", "--run-dir", str(tmp_path / "all"), "--set", "lr=1e-3"],
              "unclip train all: --set and --max-minutes are for one stage", capsys)
     _refused(run + ["--max-minutes", "0"], "--max-minutes must be > 0, got 0.0", capsys)
+    _refused(run + ["--set", "precision=bf16"], "--set precision=bf16 is for --device cuda \\(got --device cpu\\)",
+             capsys)
 
 
 def test_cli_max_minutes_stops_the_run_early_and_writes_its_model(tmp_path, monkeypatch):

@@ -24,6 +24,9 @@ def _train(args) -> int:
         changes = parse_train_changes(args.train_changes)
     except ValueError as e:
         raise SystemExit(f"unclip train {args.stage}: {e}") from None
+    if changes.get("precision") == "bf16" and not args.device.startswith("cuda"):  # before minutes of loading
+        raise SystemExit(f"unclip train {args.stage}: --set precision=bf16 is for --device cuda (got --device "
+                         f"{args.device}); on a CPU train in fp32, bf16 is ~100x slower here")
     import torch
 
     from ..train.distributed import init_from_env
