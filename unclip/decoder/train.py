@@ -82,10 +82,12 @@ _PAIRS_AND_LISTS = (1.0, 3.0, 3.0, 2.0)
 
 
 def _restart(*, seed: int, steps: int = 9000, model: DecoderConfig = _TINY_16_RB1,
-             lr: float = 2.5e-4) -> DecoderRecipe:
+             lr: float = 2.5e-4, **train_changes) -> DecoderRecipe:
     """A warm restart of "tiny-16-rb1" (Loshchilov & Hutter 2017), run with `--init-from` a trained one: its recipe
-    at half the peak learning rate (or `lr`), over `steps`, on scenes from `seed`."""
-    return DecoderRecipe(model=model, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=lr, seed=seed))
+    at half the peak learning rate (or `lr`), over `steps`, on scenes from `seed`, with any other TrainConfig field
+    in `train_changes`."""
+    return DecoderRecipe(model=model, train=replace(_TINY_16_RB1_TRAIN, steps=steps, lr=lr, seed=seed,
+                                                    **train_changes))
 
 
 # The two-hour pipeline's decoder (RECIPES["tiny-16-rb1-fast"]), named here so that its variants share it.
@@ -240,9 +242,8 @@ RECIPES: dict[str, DecoderRecipe] = {
     # another run. Measured 2026-12-07 against the shipped decoder, from true z_i: 0.641 vs 0.627 on 1,000 val images
     # (+0.014 +- 0.011), 0.658 vs 0.636 on the 500 test images (+0.022 +- 0.016); through the pipeline 0.652 vs 0.652
     # on the 500 test captions, 0.624 vs 0.604 on 500 val, novel 0.576 vs 0.532 (docs/decoder-larger-batch.md).
-    "tiny-16-rb1-sc-focus7-cap20-wide-ft10-b128": DecoderRecipe(
-        model=_FOCUS7_CAP20_WIDE, train=replace(_TINY_16_RB1_TRAIN, steps=1400, lr=2.5e-4, seed=16, batch_size=128,
-                                                warmup_steps=100, ema_decay=0.997)),
+    "tiny-16-rb1-sc-focus7-cap20-wide-ft10-b128": _restart(seed=16, steps=1400, model=_FOCUS7_CAP20_WIDE,
+                                                          batch_size=128, warmup_steps=100, ema_decay=0.997),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10b-forms": replace(
         _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=_PAIRS_AND_LISTS),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10c-forms": replace(
@@ -258,8 +259,7 @@ RECIPES: dict[str, DecoderRecipe] = {
     # A second cycle of that wider decoder, `--init-from` it (runs/dec-wider-ft10/model), on scenes from seed 15 for
     # 2,800 steps (1 h 40 min on one thread beside another run). Measured 2026-12-07 from true z_i on 1,000 val
     # images: 0.636 against its first cycle's 0.637 and the shipped 0.627; not shipped (docs/decoder-larger-batch.md).
-    "tiny-16-rb1-sc-focus7-cap20-wider-ft11": DecoderRecipe(
-        model=_WIDER, train=replace(_TINY_16_RB1_TRAIN, steps=2800, lr=2.5e-4, seed=15, warmup_steps=100)),
+    "tiny-16-rb1-sc-focus7-cap20-wider-ft11": _restart(seed=15, steps=2800, model=_WIDER, warmup_steps=100),
     # The decoder of the two-hour pipeline (shapes-2h): "tiny-16-rb1" trained from scratch with what the shipped
     # decoder's later cycles added that costs nothing a step (half the timesteps on the 7 the pipeline samples, the
     # caption kept 80% of the time, channels-last convolutions), for the 7,500 steps that fit beside the priors and
