@@ -113,6 +113,27 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     assert set(modes.values()) == {modes["state.json"]}, modes
 
 
+def test_write_tensors_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    import unclip.train.checkpoint as checkpoint
+
+    path = tmp_path / "model.safetensors"
+    checkpoint.write_tensors(path, {"w": torch.ones(3)})
+    before = path.read_bytes()
+
+    def crash_half_way(tensors, filename):  # a write that dies after putting bytes on disk
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.write_tensors(path, {"w": torch.zeros(3)})
+    assert path.read_bytes() == before  # the old file, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # and no temporary left beside it
+    monkeypatch.undo()
+    checkpoint.write_tensors(path, {"w": torch.full((3,), 2.0)})
+    assert torch.equal(read_tensors(path)["w"], torch.full((3,), 2.0))
+
+
 def test_gradient_accumulation_equals_a_bigger_batch(tmp_path):
     big = _trainer(tmp_path / "big", batch_size=8, grad_accum=1)
     small = _trainer(tmp_path / "small", batch_size=4, grad_accum=2)

@@ -86,6 +86,10 @@ def test_cli_set_reaches_the_run_and_a_resume_must_repeat_it(tmp_path, monkeypat
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())["train"]
     assert (recorded["batch_size"], recorded["steps"]) == (2, 2)
     _refused(run, r"another train config \(differs in \['batch_size', 'steps'\]\)", capsys)
+    # refused before anything is loaded: with the CLIP gone, the config is still what the error names
+    no_clip = [str(tmp_path / "gone") if a == str(tmp_path / "clip") else a for a in run]
+    _refused(no_clip + ["--set", "batch_size=3", "--set", "steps=2"], r"another train config \(differs in "
+             r"\['batch_size'\]\)", capsys)
     assert main(run + ["--set", "steps=2", "--set", "batch_size=2"]) == 0  # resumed to the end
     assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 2
     # how often to log or checkpoint may change between sittings; what is trained may not
@@ -117,3 +121,21 @@ def _refused(argv, message, capsys):
         main(argv)
     assert exit_info.value.code != 0
     assert re.search(message, str(exit_info.value.code) + capsys.readouterr().err), message
+
+
+@pytest.mark.parametrize("stage", ["decoder", "prior"])
+def test_a_resume_with_other_settings_is_refused_before_the_clip_loads(tmp_path, stage):
+    """The stored training config is compared first: the CLIP named here does not exist, and the error is still the
+    config's (a prior would otherwise embed its 100,000 pairs first, minutes on this CPU)."""
+    from unclip.prior import train as prior_train
+
+    recipe = decoder_train.RECIPES["tiny"] if stage == "decoder" else prior_train.RECIPES["diffusion"]["tiny"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"train": recipe.train.to_dict() | {"steps": 7}}))
+    kwargs = dict(run_dir=run, clip_dir=tmp_path / "no-clip", train_changes={"log_every": 3})  # bookkeeping may differ
+    with pytest.raises(ValueError, match=r"another train config \(differs in \['steps'\]\)"):
+        if stage == "decoder":
+            decoder_train.train_decoder(preset_name="tiny", **kwargs)
+        else:
+            prior_train.train_prior(kind="diffusion", preset_name="tiny", **kwargs)

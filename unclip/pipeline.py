@@ -127,9 +127,7 @@ def _halve(path: Path) -> None:
     """Rewrite a safetensors file with its float32 tensors as float16."""
     tensors = load_file(str(path))
     half = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    write_tensors(tmp, half)
-    os.replace(tmp, path)
+    write_tensors(path, half)
 
 
 class UnCLIP:

@@ -20,7 +20,7 @@ import torch
 from ..data import collate_image_caption, make_dataset
 from ..data.sources import ShapesItems
 from ..tokenizer import Tokenizer
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, Trainer, refuse_other_train_config
 from ..train import distributed
 from ..train.distributed import DistContext
 from ..train.overrides import with_train_changes
@@ -118,6 +118,7 @@ def train_clip(*, preset_name: str, run_dir: str | os.PathLike, max_steps: int |
         raise ValueError(f"unknown CLIP training preset {preset_name!r}: expected one of {', '.join(RECIPES)}")
     recipe, run_dir = RECIPES[preset_name], Path(run_dir)
     recipe = replace(recipe, train=with_train_changes(recipe.train, train_changes))
+    refuse_other_train_config(run_dir, recipe.train)  # before minutes of loading
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = dist_ctx or distributed.current()
     if ctx.rank == 0:  # rank 0 puts the tokenizer in the run directory; the other ranks read it there

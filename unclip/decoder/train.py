@@ -28,7 +28,7 @@ from ..data import collate_image_caption
 from ..data.images import to_pil
 from ..data.sources import ShapesItems
 from ..diffusion import DiffusionConfig
-from ..train import TrainConfig, Trainer, sample_grid_hook
+from ..train import TrainConfig, Trainer, refuse_other_train_config, sample_grid_hook
 from ..train import distributed
 from ..train.distributed import DistContext
 from ..train.overrides import with_train_changes
@@ -416,6 +416,7 @@ def train_decoder(*, preset_name: str, run_dir: str | os.PathLike, clip_dir: str
         raise ValueError(f"unknown decoder preset {preset_name!r}: expected one of {', '.join(RECIPES)}")
     recipe, run_dir, stage = RECIPES[preset_name], Path(run_dir), STAGE_OF[preset_name]
     recipe = replace(recipe, train=with_train_changes(recipe.train, train_changes))
+    refuse_other_train_config(run_dir, recipe.train)  # before minutes of loading
     if channels_last:
         recipe = replace(recipe, model=recipe.model.with_(unet=recipe.model.unet.with_(channels_last=True)))
     ctx = dist_ctx or distributed.current()

@@ -49,9 +49,7 @@ def cached_embeddings(path: str | os.PathLike, make) -> dict[str, torch.Tensor]:
     if path.is_file():
         return load_file(str(path))
     tensors = make()
-    tmp = path.with_name(path.name + ".tmp")
-    write_tensors(tmp, tensors)
-    os.replace(tmp, path)
+    write_tensors(path, tensors)
     return tensors
 
 

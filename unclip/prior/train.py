@@ -15,7 +15,7 @@ import torch
 
 from ..clip import CLIP, load_clip
 from ..data.sources import ShapesItems
-from ..train import TrainConfig, Trainer
+from ..train import TrainConfig, Trainer, refuse_other_train_config
 from ..train import distributed
 from ..train.distributed import DistContext
 from ..train.overrides import with_train_changes
@@ -119,6 +119,7 @@ def train_prior(*, kind: str, preset_name: str, clip_dir: str | os.PathLike, run
         raise ValueError(f"unknown {kind} prior preset {preset_name!r}: expected one of {', '.join(RECIPES[kind])}")
     recipe, run_dir = RECIPES[kind][preset_name], Path(run_dir)
     recipe = replace(recipe, train=with_train_changes(recipe.train, train_changes))
+    refuse_other_train_config(run_dir, recipe.train)  # before minutes of loading
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = dist_ctx or distributed.current()
     clip = load_clip(clip_dir, device=device).requires_grad_(False)

@@ -79,10 +79,18 @@ _FALLBACK_FILE_MODE = _umask_once()
 
 
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:
-    """Write tensors to a safetensors file. safetensors creates its files 0600 whatever the umask; this gives them the
-    mode every other file unclip writes gets, so a model saved to share can be read by whoever may read its config."""
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-    os.chmod(path, _file_mode())
+    """Write tensors to a safetensors file atomically: into a temporary file beside it, renamed over `path` only once
+    complete, so a crash leaves the old file or the new one, never half of one. safetensors creates its files 0600
+    whatever the umask; this gives them the mode every other file unclip writes gets, so a model saved to share can be
+    read by whoever may read its config."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -204,9 +212,7 @@ def save_stage(directory: str | os.PathLike, model: torch.nn.Module, *, kind: st
     """A trained stage as a directory: model.safetensors (written atomically) + CONFIG_FILE {"kind", "config"}."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "model.safetensors.tmp"
-    write_tensors(tmp, model_tensors(model))
-    os.replace(tmp, directory / "model.safetensors")
+    write_tensors(directory / "model.safetensors", model_tensors(model))
     record = {"kind": kind, "config": model.config.to_dict()}
     (directory / config_file).write_text(json.dumps(record, indent=1))
 

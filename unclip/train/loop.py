@@ -107,6 +107,32 @@ class TrainConfig:
 BOOKKEEPING = ("log_every", "checkpoint_every", "keep_checkpoints", "hook_every", "max_bad_steps")
 
 
+def differing_fields(part: str, mine: dict, theirs: dict) -> list[str]:
+    """The fields in which a run's stored `part` config ("model" or "train") and this sitting's differ; for "train",
+    the BOOKKEEPING fields are left out (how often to log, save or draw grids may change between sittings)."""
+    if part == "train":
+        mine, theirs = ({k: v for k, v in d.items() if k not in BOOKKEEPING} for d in (mine, theirs))
+    return sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+
+
+def _other_config(run_dir: Path, part: str, diff: list[str]) -> ValueError:
+    return ValueError(f"{run_dir} was started with another {part} config (differs in {diff}); resume with the same "
+                      "settings or use a new run directory")
+
+
+def refuse_other_train_config(run_dir: str | os.PathLike, config: TrainConfig) -> None:
+    """Raise the Trainer's error now if RUN_DIR was begun with another training config. Each stage calls it before it
+    loads a CLIP or embeds a prior's pairs, so a resumed run given other `--set` values fails at once instead of
+    after minutes of loading; the Trainer checks again, the model config too."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text()).get("train")
+    if stored is not None and (diff := differing_fields("train", config.to_dict(),
+                                                        TrainConfig.from_dict(stored).to_dict())):
+        raise _other_config(Path(run_dir), "train", diff)
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -204,13 +230,8 @@ class Trainer:
             if "model" in stored and self.read_model_config is not None:
                 stored["model"] = self.read_model_config(stored["model"])
             for part in ("model", "train"):
-                mine, theirs = record[part], stored.get(part, {})
-                if part == "train":  # how often to log, save or draw grids may change between sittings
-                    mine, theirs = ({k: v for k, v in d.items() if k not in BOOKKEEPING} for d in (mine, theirs))
-                if theirs != mine:
-                    diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-                    raise ValueError(f"{self.run_dir} was started with another {part} config (differs in {diff}); "
-                                     "resume with the same settings or use a new run directory")
+                if diff := differing_fields(part, record[part], stored.get(part, {})):
+                    raise _other_config(self.run_dir, part, diff)
         self._hold_lock()  # before the resume below cuts the metrics log back to the checkpoint
         latest = latest_checkpoint(self.checkpoint_root)
         if latest is not None:
