@@ -244,6 +244,10 @@ RECIPES: dict[str, DecoderRecipe] = {
     # on the 500 test captions, 0.624 vs 0.604 on 500 val, novel 0.576 vs 0.532 (docs/decoder-larger-batch.md).
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10-b128": _restart(seed=16, steps=1400, model=_FOCUS7_CAP20_WIDE,
                                                           batch_size=128, warmup_steps=100, ema_decay=0.997),
+    # A twelfth cycle, the same at batch 128 on scenes from seed 17, `--init-from` the eleventh above: does the gain
+    # hold, or was it one draw of noise?
+    "tiny-16-rb1-sc-focus7-cap20-wide-ft11-b128": _restart(seed=17, steps=1400, model=_FOCUS7_CAP20_WIDE,
+                                                          batch_size=128, warmup_steps=100, ema_decay=0.997),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10b-forms": replace(
         _restart(seed=12, steps=5000, model=_FOCUS7_CAP20_WIDE), form_weights=_PAIRS_AND_LISTS),
     "tiny-16-rb1-sc-focus7-cap20-wide-ft10c-forms": replace(
