@@ -13,6 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .atomic import write_text_atomically
 from .data.images import load_image
 from .grid import captioned_grid
 from .pipeline import UnCLIP
@@ -34,9 +35,7 @@ def write_outputs(out: str | os.PathLike, images: Sequence[Image.Image], records
         lines.append(json.dumps({"file": name} | dict(record)))
     path = out / MANIFEST
     previous = path.read_text() if append and path.is_file() else ""
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text(previous + "".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    write_text_atomically(path, previous + "".join(line + "\n" for line in lines))
     if grid_columns is not None and images:
         captioned_grid(list(images), [r.get("caption", "") for r in records], columns=grid_columns).save(
             out / "grid.png")

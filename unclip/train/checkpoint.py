@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import replace_atomically
+
 FORMAT_VERSION = 1
 COMPLETE = "COMPLETE"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
@@ -83,14 +85,11 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> 
     complete, so a crash leaves the old file or the new one, never half of one. safetensors creates its files 0600
     whatever the umask; this gives them the mode every other file unclip writes gets, so a model saved to share can be
     read by whoever may read its config."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    def write(tmp: Path) -> None:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    replace_atomically(path, write)
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..atomic import write_text_atomically
 from ..data.sampler import ResumableBatchSampler
 from . import distributed, lock
 from .checkpoint import (
@@ -219,9 +220,7 @@ class Trainer:
         path = self.run_dir / "config.json"
         if not path.is_file() and self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(record, indent=1))
-            os.replace(tmp, path)
+            write_text_atomically(path, json.dumps(record, indent=1))
         distributed.barrier(self.dist)
         if path.is_file():
             stored = json.loads(path.read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..atomic import write_text_atomically
 from .render import render
 from .scene import sample_scene
 from .score import accuracy_by_skill, score_image
@@ -61,10 +62,7 @@ def write_world_samples(
         if progress is not None:
             progress(1)
     path = out / MANIFEST
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(path, "\n".join(lines) + "\n")
 
 
 def read_manifest(directory: str | os.PathLike) -> tuple[list[ManifestEntry], list[str]]:
