@@ -191,9 +191,19 @@ class DecoderConfig:
     foreground_weight: float = 0.0
     # ... only at timesteps t < foreground_weight_below * T (1: at every timestep), where x_t shows the objects.
     foreground_weight_below: float = 1.0
+    # Training only: z_i is moved off itself as the prior's samples are off the true z_i (conditioning augmentation;
+    # Ho et al. 2022, "Cascaded Diffusion Models", §3 do it for a cascade's low-res input): z_i + sigma * |z_i| * e /
+    # sqrt(d), e ~ N(0, I), scaled back to |z_i|, so its cosine to z_i is about 1 / sqrt(1 + sigma^2) whatever the
+    # width d (0.34: 0.946, the shipped prior's cosine to the true z_i). 0: the true z_i, as the paper trains.
+    image_embedding_noise: float = 0.0
 
     def __post_init__(self):
         _check_variance(self.unet, self.diffusion)
+        if not (self.image_embedding_noise >= 0 and math.isfinite(self.image_embedding_noise)):
+            raise ValueError(f"image_embedding_noise must be a finite number >= 0, got {self.image_embedding_noise}")
+        if self.image_embedding_noise and self.unet.clip_dim is None:
+            raise ValueError(f"image_embedding_noise={self.image_embedding_noise} noises z_i, but this decoder reads "
+                             "no z_i (unet.clip_dim is None)")
         if not (self.foreground_weight >= 0 and math.isfinite(self.foreground_weight)):
             raise ValueError(f"foreground_weight must be a finite number >= 0, got {self.foreground_weight}")
         if not 0 < self.foreground_weight_below <= 1:
@@ -226,7 +236,8 @@ class DecoderConfig:
             {} if self.caption_encoder is None else {"caption_encoder": self.caption_encoder.to_dict()}) | (
             {} if self.caption_adapter is None else {"caption_adapter": self.caption_adapter.to_dict()}) | (
             {} if not self.foreground_weight else {"foreground_weight": self.foreground_weight}) | (
-            {} if self.foreground_weight_below == 1 else {"foreground_weight_below": self.foreground_weight_below})
+            {} if self.foreground_weight_below == 1 else {"foreground_weight_below": self.foreground_weight_below}) | (
+            {} if not self.image_embedding_noise else {"image_embedding_noise": self.image_embedding_noise})
 
     @classmethod
     def from_dict(cls, data: dict) -> DecoderConfig:
@@ -339,9 +350,10 @@ def preset(name: str) -> DecoderConfig | UpsamplerConfig:
 # a run may start from a model trained with others (decoder/train.py, --init-from), and such models average.
 TRAINING_ONLY = ("min_snr_gamma", "vlb_weight", "timestep_sampling", "timestep_logit_mean", "timestep_logit_std",
                  "timestep_focus_steps", "timestep_focus_fraction")
-# Decoder settings that shape only training: how often the conditioning is dropped (sampling never drops it at random)
-# and how the loss weighs object pixels.
-TRAINING_ONLY_MODEL = ("p_drop_image", "p_drop_text", "foreground_weight", "foreground_weight_below")
+# Decoder settings that shape only training: how often the conditioning is dropped (sampling never drops it at random),
+# how the loss weighs object pixels and how far z_i is noised.
+TRAINING_ONLY_MODEL = ("p_drop_image", "p_drop_text", "foreground_weight", "foreground_weight_below",
+                       "image_embedding_noise")
 # UNet settings of memory layout only: a model trained in one computes, up to rounding, what it would in the other.
 LAYOUT_ONLY_UNET = ("channels_last",)
 

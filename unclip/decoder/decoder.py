@@ -18,6 +18,7 @@ from ..diffusion import GaussianDiffusion, ModelFn, autoguidance, classifier_fre
 from ..samplers import SAMPLERS
 from .caption_encoder import CaptionAdapter, CaptionEncoder
 from .config import DecoderConfig
+from .augment import noised_embedding
 from .unet import UNet
 from .weighting import foreground_weights
 
@@ -111,6 +112,8 @@ class Decoder(nn.Module):
         text_states, text_mask = self._caption(text_states, text_mask, tokens)
         t = self.diffusion.sample_timesteps(b, generator=generator, device=device)
         noise = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
+        if cfg.image_embedding_noise and image_embedding is not None:  # config.py: z_i moved as the prior's are
+            image_embedding = noised_embedding(image_embedding, cfg.image_embedding_noise, generator=generator)
         cond = dict(image_embedding=image_embedding, text_states=text_states, text_mask=text_mask)
         if cfg.unet.clip_dim is not None:  # unCLIP §2.1: z_i dropped 10% of the time
             cond["keep_image"] = ~dropout_mask(b, cfg.p_drop_image, generator=generator, device=device)
