@@ -1,8 +1,8 @@
 """Which candidate to keep: re-ranking rules compared on the same candidates, scored by the world's scorer.
 
 The pipeline draws K candidates per caption and keeps one (`PipelineConfig.candidates`, unclip/rerank.py). This
-draws exactly the candidates `unclip eval` draws (the same batches of 32 captions, seed + batch index, the
-pipeline's own sampling), scores every candidate with the world's exact scorer, and reports what each rule keeps:
+draws exactly the candidates `unclip eval` draws (`UnCLIP.candidates`: caption i seeded seed + i, the pipeline's
+own sampling), scores every candidate with the world's exact scorer, and reports what each rule keeps:
 
 - `cosine`: cos(CLIP image embedding, z_t), the pipeline's rule until now;
 - `contrast`: the caption's log-probability among itself and its alternatives (every caption one edit away,
@@ -42,14 +42,6 @@ from unclip.world.captions import parse_caption
 from unclip.world.score import accuracy_by_skill, score_image
 
 RULES = ("first", "cosine", "contrast", "margin", "oracle")
-
-
-def candidates_of(pipe: UnCLIP, captions: list[str], *, k: int, seed: int) -> torch.Tensor:
-    """The K candidates per caption that `pipe(captions, seed=seed)` re-ranks: (len(captions) * K, 3, S, S)."""
-    batch = [c for c in captions for _ in range(k)]
-    generator = torch.Generator(pipe.device).manual_seed(seed)
-    z_i = pipe.image_embeddings(batch, generator=generator)
-    return pipe.decode(z_i, captions=batch, generator=generator, autoguidance=pipe.config.autoguidance)
 
 
 @torch.no_grad()
@@ -100,15 +92,16 @@ def main() -> None:
     extra = ("judge",) if judge else ()
     scored, rules = ("cosine", "contrast", "margin") + extra, RULES + extra  # the rules that score candidates; all
     k = args.k or pipe.config.candidates
+    pipe.config = pipe.config.with_(candidates=k)  # pipe.candidates draws what pipe(captions) would re-rank
     if k < 2:
         raise SystemExit(f"--k {k}: re-ranking needs at least 2 candidates")
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
     scores = {name: np.zeros((args.n, k)) for name in scored}
     started = time.perf_counter()
-    for b, s in enumerate(range(0, args.n, args.batch)):
+    for s in range(0, args.n, args.batch):
         chunk = captions[s:s + args.batch]
-        images = candidates_of(pipe, chunk, k=k, seed=args.seed + b)
+        images = pipe.candidates(chunk, seed=args.seed + s)  # (len(chunk) * k, 3, S, S), as `unclip eval` draws
         for name, value in rule_scores(pipe, images, chunk, k=k).items():
             scores[name][s:s + len(chunk)] = value
         if judge is not None:

@@ -25,6 +25,7 @@ from perturb import perturb
 FAST = PipelineConfig(prior=StageSampling(steps=3), decoder=StageSampling(steps=4, guidance_scale=2.0),
                       upsampler=StageSampling(steps=2))
 V = DiffusionConfig(prediction="v", zero_terminal_snr=True)
+STORED_SLICE = [[214, 151, 99], [255, 199, 118], [214, 0, 0]]  # test_stored_output_slice: pixels (12..14, 16)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,37 @@ def test_generate_is_seeded_batched_and_returns_every_stage(pipe):
     assert [im.tobytes() for im in b] == [im.tobytes() for im in a["upsampler1"]]
     c = pipe(["a red circle", "two blue squares"], num_images=2, seed=4)
     assert [im.tobytes() for im in c] != [im.tobytes() for im in b]
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "ar"])
+def test_a_batch_equals_its_captions_drawn_one_by_one(pipe, kind):
+    captions = ["a red circle", "two blue squares", "a green star to the left of a pink cross"]
+    base, pipe.config = pipe.config, pipe.config.with_(candidates=2)  # re-ranked, as the shipped pipeline is
+    try:
+        together = pipe(captions, num_images=2, seed=5, prior=kind, stages=True)
+        for i, caption in enumerate(captions):  # caption i draws from seed 5 + i, whatever else is in its batch
+            alone = pipe([caption], num_images=2, seed=5 + i, prior=kind, stages=True)
+            for stage, images in alone.items():
+                for j, image in enumerate(images):
+                    drawn = np.asarray(together[stage][2 * i + j], dtype=int)
+                    assert np.abs(drawn - np.asarray(image, dtype=int)).max() <= 1, (stage, i, j)  # batched rounding
+        seeds = pipe(captions, seed=[5, 6, 7], prior=kind, upsample=False)
+        assert [im.tobytes() for im in seeds] == [im.tobytes() for im in pipe(captions, seed=5, prior=kind,
+                                                                                upsample=False)]
+    finally:
+        pipe.config = base
+
+
+def test_seeds_per_caption_must_match_the_captions(pipe):
+    with pytest.raises(ValueError, match="2 seeds for 3 captions"):
+        pipe(["a red circle", "a blue square", "a green star"], seed=[1, 2])
+
+
+def test_stored_output_slice(pipe):
+    # A known answer for the whole tiny pipeline (prior, decoder, re-ranking off, upsampler) at seed 0, recorded
+    # 2026-12-07 with per-caption generators on torch 2.13 CPU; a change of any stage's sampling or seeding moves it.
+    image = np.asarray(pipe(["a red circle on a black background"], seed=0)[0], dtype=int)  # (32, 32, 3)
+    assert image[12:15, 16, :].tolist() == STORED_SLICE
 
 
 @pytest.mark.parametrize("kind", ["diffusion", "ar", "text-embedding", "none"])

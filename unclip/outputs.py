@@ -70,7 +70,8 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
 def generate(pipe: UnCLIP, prompts: Sequence[dict], out: str | os.PathLike, *, n_per_prompt: int = 1, seed: int = 0,
              prior: str | None = None, batch_size: int = 32, upsample: bool = True,
              progress: Callable[[int], None] | None = None) -> Path:
-    """Generate n_per_prompt images per prompt into `out`; batch b (of batch_size prompts) uses seed + b.
+    """Generate n_per_prompt images per prompt into `out`; prompt i draws from its own generator, seeded seed + i
+    (UnCLIP.__call__), so its images are the same whatever batch_size.
     upsample=False writes the decoder's images (the scorer reads any size; the upsamplers take most of the time).
 
     Records keep the prompt's own keys (split, index, ...) and add "sample" (0..n-1) and "prior".
@@ -83,9 +84,9 @@ def generate(pipe: UnCLIP, prompts: Sequence[dict], out: str | os.PathLike, *, n
     pipe.tokens([r["caption"] for r in prompts])  # an over-long caption is refused here, naming it
     kind = prior or pipe.config.prior_kind
     path, written = Path(out) / MANIFEST, 0
-    for b, s in enumerate(range(0, len(prompts), batch_size)):
+    for s in range(0, len(prompts), batch_size):
         chunk = prompts[s:s + batch_size]
-        images = pipe([r["caption"] for r in chunk], num_images=n_per_prompt, seed=seed + b, prior=kind,
+        images = pipe([r["caption"] for r in chunk], num_images=n_per_prompt, seed=seed + s, prior=kind,
                       upsample=upsample)
         records = [r | {"sample": j, "prior": kind} for r in chunk for j in range(n_per_prompt)]
         path = write_outputs(out, images, records, start=written, append=written > 0)

@@ -29,6 +29,7 @@ from .prior import ARPrior, DiffusionPrior, load_prior, save_prior
 from .prior.embed import text_conditioning
 from .prior.kinds import PRIOR_KINDS, image_embeddings
 from .rerank import clip_scores, pick_best
+from .samplers.common import Generators
 from .train.checkpoint import write_tensors
 
 FORMAT_VERSION = 1
@@ -254,7 +255,7 @@ class UnCLIP:
 
     @torch.no_grad()
     def image_embeddings(self, captions: Sequence[str], *, prior: str | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor | None:
+                         generator: Generators = None) -> torch.Tensor | None:
         """z_i (B, E) for captions by the chosen prior kind (None for kind "none")."""
         kind, cfg = prior or self.config.prior_kind, self.config
         self.tokens(captions)  # check the captions before any work
@@ -279,7 +280,7 @@ class UnCLIP:
 
     @torch.no_grad()
     def decode(self, image_embedding: torch.Tensor | None, *, captions: Sequence[str] | None = None,
-               generator: torch.Generator | None = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
+               generator: Generators = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
                guidance_scale: float | None = None, steps: int | None = None,
                sampler: str | None = None, carry_estimate: bool = True, autoguidance: bool = False) -> torch.Tensor:
         """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the captions (read as the decoder reads them:
@@ -302,7 +303,7 @@ class UnCLIP:
         return self.decoder_guide if autoguidance else None
 
     @torch.no_grad()
-    def upsample(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def upsample(self, images: torch.Tensor, *, generator: Generators = None) -> list[torch.Tensor]:
         """Each upsampler's output in turn, starting from the decoder's images."""
         out, cfg = [], self.config.upsampler
         for up in self.upsamplers:
@@ -316,30 +317,49 @@ class UnCLIP:
         ups = self.upsample(images, generator=torch.Generator(self.device).manual_seed(seed))
         return [to_pil(x) for x in (ups[-1] if ups else images)]
 
-    @torch.no_grad()
-    def __call__(self, captions: str | Sequence[str], *, num_images: int = 1, seed: int = 0, prior: str | None = None,
-                 stages: bool = False, upsample: bool = True) -> list[Image.Image] | dict[str, list[Image.Image]]:
-        """Images for each caption (num_images per caption, caption-major), seeded.
+    def caption_generators(self, n: int, seed: int | Sequence[int]) -> list[torch.Generator]:
+        """One generator per caption: caption i's seeded seed + i (or seed[i] for a sequence of n seeds)."""
+        seeds = [seed + i for i in range(n)] if isinstance(seed, int) else [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} captions")
+        return [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
-        Returns the final stage's PIL images, or with stages=True a dict {"decoder": [...], "upsampler1": [...]}.
-        upsample=False stops after the decoder. With config.candidates = K > 1 each image is the best of K decoder
-        images by CLIP (unclip/rerank.py); the K candidates of an image are what num_images=K would have drawn.
-        """
-        captions = [captions] if isinstance(captions, str) else list(captions)
+    @torch.no_grad()
+    def candidates(self, captions: Sequence[str], *, num_images: int = 1, seed: int | Sequence[int] = 0,
+                   prior: str | None = None) -> torch.Tensor:
+        """The decoder images (N * num_images * K, 3, S, S) that __call__ re-ranks, K = config.candidates: caption-
+        major, then image, then candidate. Every random draw for caption i's rows (prior, decoder) comes from caption
+        i's own generator (caption_generators), so its images do not depend on the other captions in the batch."""
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
+        per_caption = num_images * self.config.candidates
+        batch = [c for c in captions for _ in range(per_caption)]
+        rows = [g for g in self.caption_generators(len(captions), seed) for _ in range(per_caption)]
+        z_i = self.image_embeddings(batch, prior=prior, generator=rows)
+        return self.decode(z_i, captions=batch, generator=rows, autoguidance=self.config.autoguidance)
+
+    @torch.no_grad()
+    def __call__(self, captions: str | Sequence[str], *, num_images: int = 1, seed: int | Sequence[int] = 0,
+                 prior: str | None = None, stages: bool = False,
+                 upsample: bool = True) -> list[Image.Image] | dict[str, list[Image.Image]]:
+        """Images for each caption (num_images per caption, caption-major), seeded per caption.
+
+        Caption i draws from its own generator, seeded seed + i (or seed[i] given one seed per caption), so a batch
+        equals its captions drawn one by one: pipe(captions, seed=s)[i] is pipe([captions[i]], seed=s + i)[0] (up to
+        the rounding of batched arithmetic). Returns the final stage's PIL images, or with stages=True a dict
+        {"decoder": [...], "upsampler1": [...]}. upsample=False stops after the decoder. With config.candidates = K > 1
+        each image is the best of K decoder images by CLIP (unclip/rerank.py), drawn by `candidates`.
+        """
+        captions = [captions] if isinstance(captions, str) else list(captions)
         k = self.config.candidates
-        batch = [c for c in captions for _ in range(num_images * k)]  # caption-major, then image, then candidate
-        generator = torch.Generator(self.device).manual_seed(seed)
-        z_i = self.image_embeddings(batch, prior=prior, generator=generator)
-        decoded = self.decode(z_i, captions=batch, generator=generator,
-                              autoguidance=self.config.autoguidance)  # (B * K, 3, S, S)
+        decoded = self.candidates(captions, num_images=num_images, seed=seed, prior=prior)  # (B * K, 3, S, S)
         if k > 1:  # each caption's z_t once, repeated for its images and their candidates
             z_t = self.text_conditioning(captions)[0].repeat_interleave(num_images * k, dim=0)
             decoded = decoded[pick_best(clip_scores(self.clip, decoded, z_t), candidates=k)]
         images = {"decoder": decoded}
-        if upsample:
-            for i, x in enumerate(self.upsample(images["decoder"], generator=generator)):
+        if upsample:  # fresh generators: the upsamplers' noise does not depend on how many candidates were drawn
+            kept = [g for g in self.caption_generators(len(captions), seed) for _ in range(num_images)]
+            for i, x in enumerate(self.upsample(images["decoder"], generator=kept)):
                 images[f"upsampler{i + 1}"] = x
         pil = {name: [to_pil(x) for x in batch_images] for name, batch_images in images.items()}
         return pil if stages else pil[list(pil)[-1]]

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "generate", help="captions -> images (PNGs + prompts.jsonl + grid.png in --out)",
         description="Generate images for captions through the whole pipeline (prior, decoder, upsamplers). Writes "
         "NNNNNN.png and prompts.jsonl (one {\"file\", \"caption\", ...} a line, which `unclip world score` "
-        "reads) into --out. Batch b of --batch-size prompts is seeded with --seed + b.")
+        "reads) into --out. Prompt i is seeded with --seed + i, so its images are the same at any --batch-size.")
     gen.add_argument("captions", nargs="*", help="captions to draw")
     gen.add_argument("--prompts-file", default=None, help="prompts.jsonl (a {\"caption\"} object a line; other keys "
                      "are carried over) or a text file with a caption a line")

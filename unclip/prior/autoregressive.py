@@ -16,6 +16,7 @@ from torch import nn
 
 from ..diffusion import dropout_mask
 from ..nn.transformer import Transformer
+from ..samplers.common import Generators, per_row
 from .config import ARPriorConfig
 from .masks import causal_prefix_mask
 from .pca import PCA
@@ -105,8 +106,9 @@ class ARPrior(nn.Module):
     @torch.no_grad()
     def sample(self, *, text_embedding: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
                temperature: float = 1.0, top_k: int | None = None, guidance_scale: float = 1.0,
-               similarity_quantile: float = 0.9, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, E) unit-norm image embeddings, codes drawn one at a time.
+               similarity_quantile: float = 0.9, generator: Generators = None) -> torch.Tensor:
+        """(B, E) unit-norm image embeddings, codes drawn one at a time; `generator` may be one per caption, each
+        caption's codes then drawn from its own (samplers.common).
 
         The similarity token is the bucket of the training similarities' `similarity_quantile` (the paper
         conditions on a high z_i . z_t). Guidance mixes the log-probabilities, uncond + s (cond - uncond);
@@ -119,6 +121,7 @@ class ARPrior(nn.Module):
         if not 0 <= similarity_quantile <= 1:
             raise ValueError(f"similarity_quantile must be in [0, 1], got {similarity_quantile}")
         b, device = len(text_embedding), text_embedding.device
+        rows = per_row(generator, b) if isinstance(generator, (list, tuple)) else None
         level = torch.quantile(self.similarity_quantiles.double(), similarity_quantile).float().reshape(1, 1)
         similarity = self.similarity.encode(level.to(device)).reshape(1).expand(b)
         guided = guidance_scale != 1
@@ -137,6 +140,8 @@ class ARPrior(nn.Module):
             if top_k is not None:
                 kth = logp.topk(top_k, dim=-1).values[:, -1:]
                 logp = logp.masked_fill(logp < kth, float("-inf"))
-            nxt = torch.multinomial(logp.softmax(-1), 1, generator=generator)  # (B, 1)
+            probs = logp.softmax(-1)
+            nxt = (torch.multinomial(probs, 1, generator=generator) if rows is None else torch.cat(
+                [torch.multinomial(probs[r:r + 1], 1, generator=g) for r, g in enumerate(rows)]))  # (B, 1)
             codes = torch.cat([codes, nxt], dim=1)
         return self.decode(codes)

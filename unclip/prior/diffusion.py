@@ -20,6 +20,7 @@ from ..diffusion import GaussianDiffusion, classifier_free_guidance, dropout_mas
 from ..nn.embedding import timestep_embedding
 from ..nn.transformer import Transformer
 from ..samplers import SAMPLERS
+from ..samplers.common import Generators, per_row
 from .config import DiffusionPriorConfig
 from .masks import causal_prefix_mask
 
@@ -125,8 +126,8 @@ class DiffusionPrior(nn.Module):
     @torch.no_grad()
     def sample(self, *, text_embedding: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
                steps: int = 64, sampler: str = "ddim", guidance_scale: float = 1.0, best_of: int = 2,
-               generator: torch.Generator | None = None, text_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, E) unit-norm image embeddings for B captions.
+               generator: Generators = None, text_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, E) unit-norm image embeddings for B captions; `generator` may be one per caption (samplers.common).
 
         Draws `best_of` candidates per caption with `sampler` ("ddim" with eta 0, "ddpm" or "dpm++") over
         `steps` network evaluations (the paper uses 64 strided steps), each guided with `guidance_scale`,
@@ -144,6 +145,8 @@ class DiffusionPrior(nn.Module):
         if text_tokens is not None:
             cond["text_tokens"] = rep(text_tokens)
         model_fn = classifier_free_guidance(self.net, scale=guidance_scale, cond=cond, uncond=cond | {"keep": ~ones})
+        if isinstance(generator, (list, tuple)):  # a caption's candidates draw from its generator in turn
+            generator = per_row(generator, b, repeat=k)
         x = SAMPLERS[sampler](model_fn, self.diffusion, (b * k, self.config.embed_dim), steps=steps,
                               generator=generator, device=z_t.device, dtype=z_t.dtype)
         z_i = F.normalize(x / self.config.scale, dim=-1).reshape(b, k, -1)  # (B, k, E)

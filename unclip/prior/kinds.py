@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clip import CLIP
+from ..samplers.common import Generators
 from .autoregressive import ARPrior
 from .diffusion import DiffusionPrior
 from .embed import text_conditioning
@@ -23,7 +24,7 @@ PRIOR_KINDS = ("diffusion", "ar", "text-embedding", "none")
 
 @torch.no_grad()
 def image_embeddings(kind: str, *, clip: CLIP, captions: Sequence[str], prior: DiffusionPrior | ARPrior | None = None,
-                     generator: torch.Generator | None = None, **sample_options) -> torch.Tensor | None:
+                     generator: Generators = None, **sample_options) -> torch.Tensor | None:
     """(B, E) unit-norm z_i for B captions (None for kind "none"); `sample_options` go to the prior's sample()."""
     if kind not in PRIOR_KINDS:
         raise ValueError(f"unknown prior kind {kind!r}: expected one of {', '.join(PRIOR_KINDS)}")

@@ -24,6 +24,14 @@ def randn(shape: Sequence[int], generator: Generators, *, device=None, dtype=tor
     return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
 
 
+def per_row(generators: Sequence[torch.Generator], n: int, *, repeat: int = 1) -> list[torch.Generator]:
+    """n per-sample generators, each repeated `repeat` times in turn (for a batch that repeats each row): a row's
+    repeats then draw from its generator one after another, as they would with the row sampled alone."""
+    if len(generators) != n:
+        raise ValueError(f"{len(generators)} generators for a batch of {n}")
+    return [g for g in generators for _ in range(repeat)]
+
+
 def initial_noise(shape_or_x: Sequence[int] | torch.Tensor, generator: Generators, *, device, dtype) -> torch.Tensor:
     if isinstance(shape_or_x, torch.Tensor):
         return shape_or_x
