@@ -92,9 +92,9 @@ def main() -> None:
     extra = ("judge",) if judge else ()
     scored, rules = ("cosine", "contrast", "margin") + extra, RULES + extra  # the rules that score candidates; all
     k = args.k or pipe.config.candidates
-    pipe.config = pipe.config.with_(candidates=k)  # pipe.candidates draws what pipe(captions) would re-rank
     if k < 2:
         raise SystemExit(f"--k {k}: re-ranking needs at least 2 candidates")
+    pipe.config = pipe.config.with_(candidates=k)  # pipe.candidates draws what pipe(captions) would re-rank
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
     scores = {name: np.zeros((args.n, k)) for name in scored}

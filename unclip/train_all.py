@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import replace_atomically
 from .clip import load_clip
 from .clip.train import train_clip
 from .decoder import load_decoder, save_decoder
@@ -225,9 +226,7 @@ def _share_embeddings(preset: PipelinePreset, run_dir: Path) -> None:
     if (diffusion.pairs, diffusion.pairs_from) != (ar.pairs, ar.pairs_from) or not source.is_file() or target.exists():
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)  # atomic: a run that stops mid-copy leaves no half file behind
+    replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))  # a stop mid-copy leaves no half file
 
 
 def _decoder_guide(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, device: str, progress: bool,

@@ -16,9 +16,9 @@ from torch import nn
 
 from ..diffusion import GaussianDiffusion, ModelFn, autoguidance, classifier_free_guidance, dropout_mask
 from ..samplers import SAMPLERS
+from .augment import noised_embedding
 from .caption_encoder import CaptionAdapter, CaptionEncoder
 from .config import DecoderConfig
-from .augment import noised_embedding
 from .unet import UNet
 from .weighting import foreground_weights
 
