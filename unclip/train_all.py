@@ -56,7 +56,7 @@ PRESETS = {
     # Its decoder samples at guidance 2, not the library's 3: on 500 test captions 0.268 vs 0.258 correct, FD 0.029 vs
     # 0.038, and 0.367 vs 0.333 from true z_i (models/shapes-tiny/README.md). It spends the 35-evaluation budget on
     # two candidates re-ranked by CLIP (2 prior and 7 guided decoder steps each, 32 evaluations) instead of one sample
-    # (8 and 13, 34): 0.334 vs 0.268 correct, FD 0.018 vs 0.029, diversity 0.521 vs 0.606 (docs/pipeline.md).
+    # (8 and 13, 34): 0.334 vs 0.268 correct, FD 0.018 vs 0.029, diversity 0.521 vs 0.606 (docs/reranking.md).
     # The manipulations keep 13 DDIM steps for their inversion.
     # Since 2026-11-25 its decoder has had three more learning-rate cycles (tiny-16-rb1-ft from the 27,000-step
     # weights, then tiny-16-rb1-ft2 and tiny-16-rb1-ft3, 9,000 steps each): from true z_i 0.316 -> 0.368 -> 0.408 ->

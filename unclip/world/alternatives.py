@@ -8,7 +8,7 @@ a position, a background, two <-> three), and the two edits that keep every word
 to one of these than to the caption has most likely drawn the near miss: judging a candidate by that
 (`benchmarks/rerank_rules.py`, the "contrast" and "margin" rules) is zero-shot classification among the caption
 and its alternatives (CLIP, Radford et al. 2021, §3.1.2), the hard-negative test the CLIP was trained on
-(`unclip/data/sources.py`). Measured, it chooses no better than the plain cosine the pipeline keeps (docs/pipeline.md,
+(`unclip/data/sources.py`). Measured, it chooses no better than the plain cosine the pipeline keeps (docs/reranking.md,
 "How much a better judge could add").
 
 Unstated attributes (an unstated size, position or background) are not edited: the caption allows any value.
