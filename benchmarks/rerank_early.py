@@ -1,0 +1,136 @@
+"""Can re-ranking judge candidates part-way through the decoder's steps, and so afford more of them?
+
+The shipped pipeline spends its network evaluations (issue 8: at most 35 an image) on K = 2 candidates, each
+2 prior steps + 7 autoguided decoder steps (2 evaluations each), and keeps the one whose finished image its CLIP
+rates closest to the caption. Oracles over more candidates are far higher (K = 4: about 0.78), but finished
+candidates cost 16 evaluations each. If CLIP could judge a candidate from the decoder's x0 estimate after m of its
+7 steps, K candidates could be started, the best one kept after step m and only it finished:
+
+    evaluations per image = K * (2 + 2 m) + 2 * (7 - m)      (K = 3, m = 3: 32; K = 4, m = 2: 34; K = 5, m = 1: 32)
+
+This draws K candidates per caption in full, each from its own generator (so a kept candidate's trajectory is the
+one it would follow alone: dropping the others changes nothing), records the decoder's clipped x0 estimate at each
+step, scores every finished candidate with the world's scorer, and reports the accuracy of keeping, among the first
+k <= K candidates, the one whose step-m estimate CLIP rates highest; m = 8 is the finished image (the shipped rule).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/rerank_early.py --split val --n 500 --k 6 --threads 2 \\
+        --out benchmarks/results/rerank_early_val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from unclip.data.images import to_pil
+from unclip.pipeline import UnCLIP
+from unclip.rerank import clip_image_embeddings
+from unclip.world import sample_scene
+from unclip.world.score import score_image
+from report import write_report
+
+
+def recording_denoisers(pipe: UnCLIP, estimates: list[torch.Tensor]) -> None:
+    """Make every model_fn the pipeline's decoder builds append its clipped x0 estimate (B, 3, S, S) per call."""
+    decoder, build = pipe.decoder, pipe.decoder.denoiser
+
+    def denoiser(**kwargs):
+        model_fn = build(**kwargs)
+
+        def recorded(x, t):
+            out = model_fn(x, t)
+            estimates.append(decoder.diffusion.predict(out, x, t, threshold="static").x0.clamp(-1, 1))
+            return out
+
+        return recorded
+
+    decoder.denoiser = denoiser
+
+
+def candidate_generators(first: int, n: int, k: int, seed: int) -> list[torch.Generator]:
+    """Caption i's candidate j draws from its own generator, seeded from (seed, caption i, j)."""
+    return [torch.Generator().manual_seed(1_000_003 * (seed + first + i) + 7_919 * j)
+            for i in range(n) for j in range(k)]
+
+
+def evaluations(k: int, m: int, steps: int, prior_steps: int) -> int:
+    m = min(m, steps)
+    return k * (prior_steps + 2 * m) + 2 * (steps - m)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models/shapes-tiny")
+    parser.add_argument("--split", default="val", choices=("val", "test", "novel"))
+    parser.add_argument("--n", type=int, default=500, help="captions, scenes 0 .. n-1 of the split")
+    parser.add_argument("--k", type=int, default=6, help="candidates drawn in full per caption")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=16, help="captions per batch")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.k < 2:
+        raise SystemExit(f"--k {args.k}: re-ranking needs at least 2 candidates")
+    torch.set_num_threads(args.threads)
+    pipe = UnCLIP.from_pretrained(args.model)
+    cfg = pipe.config
+    if cfg.decoder.sampler != "ddpm" or not cfg.autoguidance or cfg.decoder.guidance_interval is not None:
+        raise SystemExit("the evaluation count below assumes the shipped sampling: DDPM, autoguided at every step")
+    steps, k = cfg.decoder.steps, args.k
+    estimates: list[torch.Tensor] = []
+    recording_denoisers(pipe, estimates)
+    captions = [sample_scene(args.split, i).caption for i in range(args.n)]
+    correct = np.zeros((args.n, k), dtype=bool)
+    cos = np.zeros((args.n, steps + 1, k))  # cos[:, m - 1]: after m decoder evaluations; cos[:, steps]: finished
+    started = time.perf_counter()
+    for s in range(0, args.n, args.batch):
+        chunk = captions[s:s + args.batch]
+        batch = [c for c in chunk for _ in range(k)]
+        generators = candidate_generators(s, len(chunk), k, args.seed)
+        estimates.clear()
+        with torch.no_grad():
+            z_i = pipe.image_embeddings(batch, generator=generators)
+            images = pipe.decode(z_i, captions=batch, generator=generators, autoguidance=True)
+            z_t = F.normalize(pipe.text_conditioning(chunk)[0], dim=-1).repeat_interleave(k, dim=0)  # (B * K, E)
+            if len(estimates) != steps:
+                raise RuntimeError(f"recorded {len(estimates)} decoder calls for {steps} steps")
+            for m, x in enumerate([*estimates, images]):
+                rated = (clip_image_embeddings(pipe.clip, x) * z_t).sum(-1).view(len(chunk), k)
+                cos[s:s + len(chunk), m] = rated.numpy()
+        for j, image in enumerate(images):
+            correct[s + j // k, j % k] = score_image(to_pil(image), chunk[j // k]).correct
+        print(f"{s + len(chunk)}/{args.n} captions, {time.perf_counter() - started:.0f} s", flush=True)
+
+    rows, index = [], np.arange(args.n)
+    for kk, m in itertools.product(range(2, k + 1), range(1, steps + 2)):
+        kept = cos[:, m - 1, :kk].argmax(axis=1)
+        rows.append({"k": kk, "judged_after": m if m <= steps else "finished",
+                     "evaluations": evaluations(kk, m, steps, cfg.prior.steps),
+                     "accuracy": float(correct[index, kept].mean())})
+    pairs = [float(correct[index, np.where(cos[:, steps, a] >= cos[:, steps, b], a, b)].mean())
+             for a, b in itertools.combinations(range(k), 2)]
+    oracle = {kk: float(correct[:, :kk].any(axis=1).mean()) for kk in range(1, k + 1)}
+    print(f"\n{args.n} {args.split} captions, {k} candidates each; a candidate is right {correct.mean():.3f} "
+          f"of the time; the shipped rule over each of the {len(pairs)} pairs: {np.mean(pairs):.3f} "
+          f"(min {min(pairs):.3f}, max {max(pairs):.3f})\n")
+    print("| candidates | judged after | evaluations | accuracy | oracle |")
+    print("|--:|--:|--:|--:|--:|")
+    for r in rows:
+        mark = " (within 35)" if r["evaluations"] <= 35 else ""
+        print(f"| {r['k']} | {r['judged_after']} | {r['evaluations']}{mark} | {r['accuracy']:.3f} | "
+              f"{oracle[r['k']]:.3f} |")
+    if args.out:
+        write_report(args.out, {
+            "benchmark": "rerank_early", "model": args.model, "split": args.split, "n": args.n, "k": k,
+            "seed": args.seed, "threads": args.threads, "seconds": time.perf_counter() - started,
+            "candidate_accuracy": float(correct.mean()), "pairs_finished": pairs, "oracle": oracle, "rows": rows})
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
