@@ -122,6 +122,6 @@ def test_list_presets_names_every_recipe_and_marks_what_train_all_uses(tmp_path,
     out = capsys.readouterr().out
     for heading in ("all (unclip train all):", "clip:", "prior:", "ar-prior:", "decoder:", "upsampler:"):
         assert heading in out.splitlines()
-    assert "  tiny-tok-long  [shapes-tiny]" in out.splitlines()
+    assert "  tiny-tok-wide  [shapes-tiny]" in out.splitlines()
     with pytest.raises(SystemExit, match="--run-dir DIR is required"):  # without --list-presets a run needs a place
         main(["train", "decoder", "--clip", str(tmp_path)])
