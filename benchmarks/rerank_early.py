@@ -25,11 +25,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from unclip.data.images import to_pil
 from unclip.pipeline import UnCLIP
-from unclip.rerank import clip_image_embeddings
+from unclip.rerank import clip_scores
 from unclip.world import sample_scene
 from unclip.world.score import score_image
 from report import write_report
@@ -52,10 +51,9 @@ def recording_denoisers(pipe: UnCLIP, estimates: list[torch.Tensor]) -> None:
     decoder.denoiser = denoiser
 
 
-def candidate_generators(first: int, n: int, k: int, seed: int) -> list[torch.Generator]:
+def candidate_seeds(first: int, n: int, k: int, seed: int) -> list[int]:
     """Caption i's candidate j draws from its own generator, seeded from (seed, caption i, j)."""
-    return [torch.Generator().manual_seed(1_000_003 * (seed + first + i) + 7_919 * j)
-            for i in range(n) for j in range(k)]
+    return [1_000_003 * (seed + first + i) + 7_919 * j for i in range(n) for j in range(k)]
 
 
 def evaluations(k: int, m: int, steps: int, prior_steps: int) -> int:
@@ -91,16 +89,16 @@ def main() -> None:
     for s in range(0, args.n, args.batch):
         chunk = captions[s:s + args.batch]
         batch = [c for c in chunk for _ in range(k)]
-        generators = candidate_generators(s, len(chunk), k, args.seed)
+        generators = pipe.caption_generators(len(batch), candidate_seeds(s, len(chunk), k, args.seed))
         estimates.clear()
         with torch.no_grad():
             z_i = pipe.image_embeddings(batch, generator=generators)
             images = pipe.decode(z_i, captions=batch, generator=generators, autoguidance=True)
-            z_t = F.normalize(pipe.text_conditioning(chunk)[0], dim=-1).repeat_interleave(k, dim=0)  # (B * K, E)
+            z_t = pipe.text_conditioning(chunk)[0].repeat_interleave(k, dim=0)  # (B * K, E), unit norm
             if len(estimates) != steps:
                 raise RuntimeError(f"recorded {len(estimates)} decoder calls for {steps} steps")
             for m, x in enumerate([*estimates, images]):
-                rated = (clip_image_embeddings(pipe.clip, x) * z_t).sum(-1).view(len(chunk), k)
+                rated = clip_scores(pipe.clip, x, z_t).view(len(chunk), k)  # the pipeline's own rule
                 cos[s:s + len(chunk), m] = rated.numpy()
         for j, image in enumerate(images):
             correct[s + j // k, j % k] = score_image(to_pil(image), chunk[j // k]).correct
