@@ -3,10 +3,11 @@ image at batch 16, at most 35 network evaluations in all stages, peak RSS under 
 
 For each base size: `pipe(captions, upsample=False)` on the first --n test captions at batch --batch, one warm-up
 call, then the median of --repeats timed calls, in seconds per image. The model's own base size runs its trained
-weights. A larger --base-size runs the same decoder (and guide) built at that size with random weights, the
-attention at the same levels (resolutions scaled with the image): what the pipeline would cost with a base of that
-size, since sampling time does not depend on the weights' values. The prior and CLIP re-ranking are the model's at
-every size. Peak RSS is the process's (ru_maxrss), read after each size. Prints a table and writes JSON.
+weights. A larger --base-size runs the same decoder (and guide, and distilled decoder) built at that size with
+random weights, the attention at the same levels (resolutions scaled with the image): what the pipeline would cost
+with a base of that size, since sampling time does not depend on the weights' values. The prior and CLIP re-ranking
+are the model's at every size. Peak RSS is the process's (ru_maxrss), read after each size. Prints a table and
+writes JSON.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/pipeline_speed.py --model models/shapes-tiny --base-size 64
 """
@@ -72,8 +73,9 @@ def main() -> None:
     for size in [trained, *args.base_size]:
         if size != trained:
             guide = None if pipe.decoder_guide is None else resized(pipe.decoder_guide, size)
+            student = None if pipe.decoder_distilled is None else resized(pipe.decoder_distilled, size)
             pipe = UnCLIP(clip=pipe.clip, decoder=resized(pipe.decoder, size), prior=pipe.prior,
-                          ar_prior=pipe.ar_prior, config=pipe.config, decoder_guide=guide)
+                          ar_prior=pipe.ar_prior, config=pipe.config, decoder_guide=guide, decoder_distilled=student)
         times = time_sampling(pipe, captions, repeats=args.repeats)
         rows.append({"base_size": size, "weights": "trained" if size == trained else "random",
                      "seconds_per_image": statistics.median(times), "seconds_per_image_all": times,

@@ -220,3 +220,34 @@ def test_lane_progress_reads_the_last_logged_step(tmp_path):
     runs = lane_runs(ta.PRESETS["shapes-2h"], tmp_path)  # what each bar counts: every run's steps, in lane order
     assert [(run.name, steps) for run, steps in runs["decoder"]] == [("decoder", 7500)]
     assert [run.name for run, _ in runs["priors"]] == ["prior", "ar-prior", "upsampler"]
+
+
+def test_train_all_distils_the_guided_decoder_and_ships_it(tmp_path, monkeypatch):
+    """distill: once the pipeline is written, its guided decoder is distilled from it (DIR/decoder-distill) and the
+    pipeline carries the student and samples it as distilled_sampling says; a rerun changes nothing."""
+    from unclip.decoder import distill
+    from unclip.pipeline import StageSampling
+
+    _micro_recipes(monkeypatch)
+    monkeypatch.setitem(distill.DISTILL_RECIPES, "micro", distill.DistillRecipe(
+        train=_short(distill.DISTILL_RECIPES["tiny"].train)))
+    sampling = ta.PipelineConfig(decoder=StageSampling(steps=2, guidance_scale=2.0))
+    with pytest.raises(ValueError, match="both distill and distilled_sampling"):
+        ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro", decoder="micro", upsamplers=(),
+                          sampling=sampling, distill="micro")
+    monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(
+        clip="micro", prior="micro", ar_prior="micro", decoder="micro", upsamplers=("micro-up",), sampling=sampling,
+        distill="micro", distilled_sampling=sampling.with_(distilled=True, candidates=3)))
+    out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)
+    pipe = UnCLIP.from_pretrained(out)
+    assert pipe.config.distilled and pipe.config.candidates == 3 and pipe.decoder_distilled is not None
+    record = json.loads((tmp_path / "decoder-distill" / "config.json").read_text())["model"]
+    assert record["distilled_from"] == str(out) and record["teacher_sampling"]["guidance_scale"] == 2.0
+    student = load_decoder(tmp_path / "decoder-distill" / "model").state_dict()
+    shipped = pipe.decoder_distilled.state_dict()
+    assert all(torch.equal(v.float(), student[k].half().float()) for k, v in shipped.items())
+    assert any(not torch.equal(v, pipe.decoder.state_dict()[k]) for k, v in shipped.items())  # it trained
+    ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)  # nothing left to train
+    again = UnCLIP.from_pretrained(out)
+    assert again.config == pipe.config
+    assert all(torch.equal(v, shipped[k]) for k, v in again.decoder_distilled.state_dict().items())

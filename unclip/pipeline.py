@@ -76,7 +76,12 @@ class PipelineConfig:
     autoguidance: generation guides the decoder by the pipeline's guide decoder (`decoder_guide`, a weaker decoder of
     the same images) instead of classifier-free guidance: guide + s * (decoder - guide), s the decoder's
     guidance_scale (Karras et al. 2024; Decoder.denoiser). The manipulations keep classifier-free guidance, which
-    their DDIM inversion retraces."""
+    their DDIM inversion retraces.
+
+    distilled: generation samples the pipeline's `decoder_distilled` stage unguided instead of guiding the decoder: a
+    network trained to output what the guided decoder outputs on its own sampling steps (decoder/distill.py; Meng et
+    al. 2023), so each decoder step costs one evaluation instead of two. The decoder settings above still name the
+    sampler and steps, and the guidance it was distilled from; the manipulations keep the decoder itself."""
 
     prior_kind: str = "diffusion"  # the default route: diffusion | ar | text-embedding | none
     prior: StageSampling = StageSampling(sampler="dpm++", steps=8, guidance_scale=1.0)
@@ -89,6 +94,7 @@ class PipelineConfig:
     upsampler: StageSampling = StageSampling(sampler="ddim", steps=27, guidance_scale=1.0)
     manipulation_steps: int | None = None
     autoguidance: bool = False
+    distilled: bool = False
     notes: dict = field(default_factory=dict)  # free text: where and how the stages were trained
 
     def __post_init__(self):
@@ -134,15 +140,19 @@ def _halve(path: Path) -> None:
 class UnCLIP:
     def __init__(self, *, clip: CLIP, decoder: Decoder, prior: DiffusionPrior | None = None,
                  ar_prior: ARPrior | None = None, upsamplers: Sequence[Upsampler] = (),
-                 config: PipelineConfig | None = None, decoder_guide: Decoder | None = None):
+                 config: PipelineConfig | None = None, decoder_guide: Decoder | None = None,
+                 decoder_distilled: Decoder | None = None):
         if clip.tokenizer is None:
             raise ValueError("the pipeline's CLIP needs its tokenizer attached")
         self.clip, self.decoder, self.prior, self.ar_prior = clip.eval(), decoder.eval(), prior, ar_prior
         self.upsamplers = [u.eval() for u in upsamplers]
         self.decoder_guide = None if decoder_guide is None else decoder_guide.eval()
         self.config = config or PipelineConfig()
+        self.decoder_distilled = None if decoder_distilled is None else decoder_distilled.eval()
         if decoder_guide is not None:
             decoder._check_guide(decoder_guide)
+        if decoder_distilled is not None:
+            decoder._check_guide(decoder_distilled, role="distilled decoder")
         self.source: str | None = None  # the directory it was loaded from, if any
         unet, encoder = decoder.config.unet, decoder.config.caption_encoder
         reader = encoder or decoder.config.caption_adapter  # whichever reads the token ids, if any
@@ -173,6 +183,9 @@ class UnCLIP:
         if self.config.autoguidance and self.decoder_guide is None:
             raise ValueError("the pipeline config asks for autoguidance, but the pipeline has no decoder_guide stage "
                              "(unclip assemble --decoder-guide DIR)")
+        if self.config.distilled and self.decoder_distilled is None:
+            raise ValueError("the pipeline config asks for its distilled decoder, but the pipeline has no "
+                             "decoder_distilled stage (unclip assemble --decoder-distilled DIR)")
 
     # ----- files --------------------------------------------------------------------------------------
     @classmethod
@@ -193,7 +206,9 @@ class UnCLIP:
                    ar_prior=load_prior(directory / "ar_prior", device=device) if stages.get("ar_prior") else None,
                    upsamplers=ups, config=PipelineConfig.from_dict(record["config"]),
                    decoder_guide=load_decoder(directory / "decoder_guide", device=device)
-                   if stages.get("decoder_guide") else None)
+                   if stages.get("decoder_guide") else None,
+                   decoder_distilled=load_decoder(directory / "decoder_distilled", device=device)
+                   if stages.get("decoder_distilled") else None)
         pipe.source = str(directory)
         return pipe
 
@@ -209,6 +224,8 @@ class UnCLIP:
             save_prior(directory / "ar_prior", self.ar_prior)
         if self.decoder_guide is not None:
             save_decoder(directory / "decoder_guide", self.decoder_guide)
+        if self.decoder_distilled is not None:
+            save_decoder(directory / "decoder_distilled", self.decoder_distilled)
         names = [f"upsampler{i + 1}" for i in range(len(self.upsamplers))]
         for name, up in zip(names, self.upsamplers):
             save_decoder(directory / name, up)
@@ -217,12 +234,14 @@ class UnCLIP:
                 _halve(path)
         record = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                   "stages": {"prior": self.prior is not None, "ar_prior": self.ar_prior is not None,
-                             "upsamplers": names} | ({"decoder_guide": True} if self.decoder_guide else {})}
+                             "upsamplers": names} | ({"decoder_guide": True} if self.decoder_guide else {})
+                  | ({"decoder_distilled": True} if self.decoder_distilled else {})}
         (directory / "pipeline.json").write_text(json.dumps(record, indent=1))
         return directory
 
     def to(self, device: str | torch.device) -> UnCLIP:
-        for module in (self.clip, self.decoder, self.decoder_guide, self.prior, self.ar_prior, *self.upsamplers):
+        for module in (self.clip, self.decoder, self.decoder_guide, self.decoder_distilled, self.prior, self.ar_prior,
+                       *self.upsamplers):
             if module is not None:
                 module.to(device)
         return self
@@ -282,14 +301,28 @@ class UnCLIP:
     def decode(self, image_embedding: torch.Tensor | None, *, captions: Sequence[str] | None = None,
                generator: Generators = None, x_T: torch.Tensor | None = None, eta: float = 0.0,
                guidance_scale: float | None = None, steps: int | None = None,
-               sampler: str | None = None, carry_estimate: bool = True, autoguidance: bool = False) -> torch.Tensor:
+               sampler: str | None = None, carry_estimate: bool = True, autoguidance: bool = False,
+               distilled: bool = False) -> torch.Tensor:
         """Decoder images (B, 3, S, S) in [-1, 1] from z_i and/or the captions (read as the decoder reads them:
         the CLIP's token states, or its own caption encoder's); without captions it decodes z_i alone. The sampler
         is the pipeline's, or DDIM when eta > 0 (the only one of them with an eta). `carry_estimate`: see
         Decoder.denoiser (self-conditioned decoders only). `autoguidance`: guide by the pipeline's decoder_guide
-        instead of classifier-free guidance (generation does where config.autoguidance says so)."""
+        instead of classifier-free guidance (generation does where config.autoguidance says so). `distilled`: sample
+        the decoder_distilled stage unguided, its guidance built in (generation does where config.distilled says so;
+        guidance_scale and autoguidance do not apply to it)."""
         cfg = self.config.decoder
         caption = {} if captions is None else self.decoder.caption_inputs(self.tokens(captions), clip=self.clip)
+        if distilled:
+            if self.decoder_distilled is None:
+                raise ValueError("distilled=True needs the pipeline's decoder_distilled stage, which this pipeline "
+                                 "lacks")
+            if autoguidance or guidance_scale not in (None, 1):
+                raise ValueError("the distilled decoder samples unguided (its guidance is built in): autoguidance "
+                                 f"and guidance_scale={guidance_scale} do not apply to it")
+            return self.decoder_distilled.sample(image_embedding=image_embedding, **caption,
+                                                 steps=steps or cfg.steps, eta=eta,
+                                                 sampler=sampler or ("ddim" if eta else cfg.sampler),
+                                                 generator=generator, x_T=x_T, carry_estimate=carry_estimate)
         return self.decoder.sample(image_embedding=image_embedding, **caption,
                                    steps=steps or cfg.steps, sampler=sampler or ("ddim" if eta else cfg.sampler),
                                    eta=eta,
@@ -336,6 +369,8 @@ class UnCLIP:
         batch = [c for c in captions for _ in range(per_caption)]
         rows = [g for g in self.caption_generators(len(captions), seed) for _ in range(per_caption)]
         z_i = self.image_embeddings(batch, prior=prior, generator=rows)
+        if self.config.distilled:
+            return self.decode(z_i, captions=batch, generator=rows, distilled=True)
         return self.decode(z_i, captions=batch, generator=rows, autoguidance=self.config.autoguidance)
 
     @torch.no_grad()

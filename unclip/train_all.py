@@ -5,6 +5,8 @@
     [DIR/decoder-guide]                                             the first decoder run's weights at an earlier
                                                                     step, kept to guide the last (autoguidance)
     DIR/pipeline                                                    UnCLIP.save_pretrained(half=True)
+    [DIR/decoder-distill]                                           the pipeline's guided decoder distilled into one
+                                                                    network, then added to DIR/pipeline
 
 Each stage resumes on its own: rerunning the command skips finished stages (their trainers find the
 last step done) and continues the interrupted one. With `--jobs 2` the decoder's runs train beside the priors and
@@ -24,6 +26,7 @@ from .atomic import replace_atomically
 from .clip import load_clip
 from .clip.train import train_clip
 from .decoder import load_decoder, save_decoder
+from .decoder.distill import train_distilled_decoder
 from .decoder.weights import CONFIG_FILE
 from .decoder.train import train_decoder
 from .pipeline import PipelineConfig, UnCLIP
@@ -48,6 +51,16 @@ class PipelinePreset:
     # the first decoder run's weights (EMA) at this step, kept in DIR/decoder-guide as the pipeline's decoder_guide:
     # a weaker decoder of the same images that generation guides by (autoguidance, PipelineConfig.autoguidance)
     decoder_guide_steps: int | None = None
+    # a distillation recipe (decoder/distill.py): once DIR/pipeline is written, its guided decoder is distilled into
+    # one network in DIR/decoder-distill, which the pipeline then carries and samples as `distilled_sampling` says
+    distill: str | None = None
+    distilled_sampling: PipelineConfig | None = None
+
+    def __post_init__(self):
+        if (self.distill is None) != (self.distilled_sampling is None):
+            raise ValueError("a pipeline preset names both distill and distilled_sampling, or neither")
+        if self.distilled_sampling is not None and not self.distilled_sampling.distilled:
+            raise ValueError("distilled_sampling must sample the distilled decoder (distilled=True)")
 
 
 PRESETS = {
@@ -160,10 +173,18 @@ def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cp
     else:
         prior_dir, ar_dir, up_dirs = prior_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
         guide_dir, decoder_dir = decoder_lane(preset, run_dir, clip_dir, device=device, progress=progress, log=log)
-    pipe = UnCLIP(clip=load_clip(clip_dir), prior=load_prior(prior_dir), ar_prior=load_prior(ar_dir),
+    stages = dict(clip=load_clip(clip_dir), prior=load_prior(prior_dir), ar_prior=load_prior(ar_dir),
                   decoder=load_decoder(decoder_dir), upsamplers=[load_decoder(d) for d in up_dirs],
-                  decoder_guide=None if guide_dir is None else load_decoder(guide_dir), config=preset.sampling)
-    return pipe.save_pretrained(run_dir / "pipeline", half=half)
+                  decoder_guide=None if guide_dir is None else load_decoder(guide_dir))
+    out = UnCLIP(**stages, config=preset.sampling).save_pretrained(run_dir / "pipeline", half=half)
+    if preset.distill is None:
+        return out
+    # the teacher is the pipeline just written, weights as it stores them, sampling as it samples (distill.py)
+    log(f"[+] the guided decoder distilled ({preset.distill}) in {run_dir / 'decoder-distill'}")
+    student = train_distilled_decoder(model_dir=out, run_dir=run_dir / "decoder-distill", preset_name=preset.distill,
+                                      device=device, progress=progress)
+    return UnCLIP(**stages, decoder_distilled=load_decoder(student),
+                  config=preset.distilled_sampling).save_pretrained(out, half=half)
 
 
 def prior_lane(preset: PipelinePreset, run_dir: Path, clip_dir: Path, *, device: str, progress: bool,

@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("--decoder-guide", default=None, metavar="DIR",
                      help="a weaker decoder of the same images and inputs to guide the decoder with (autoguidance, "
                      "Karras et al. 2024), on by default in the pipeline written")
+    asm.add_argument("--decoder-distilled", default=None, metavar="DIR",
+                     help="the decoder distilled to draw what the guided decoder draws at one evaluation a step "
+                     "(unclip train decoder-distill), sampled by default in the pipeline written")
     asm.add_argument("--out", required=True, help="pipeline directory to write")
     asm.add_argument("--full-precision", action="store_true", help="keep float32 weights")
     asm.set_defaults(run=_assemble)
@@ -183,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--list-presets", action="store_true",
                        help="print the stage's presets (every stage's for all), marked where `train all` uses them, "
                        "and exit")
+    train.add_argument("--model", default=None, metavar="DIR",
+                       help="decoder-distill: the pipeline directory whose guided decoder is distilled, with its "
+                       "CLIP, guide and decoder sampling settings (required)")
     train.add_argument("--clip", default=None, metavar="DIR",
                        help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
     train.add_argument("--run-dir", default=None,

@@ -64,6 +64,11 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
                             help="guide the decoder by the pipeline's weaker guide decoder instead of classifier-free "
                             "guidance, --guidance weighing decoder - guide (Karras et al. 2024; needs a pipeline with "
                             "a decoder_guide stage; default: the pipeline's)")
+        parser.add_argument("--distilled", action=argparse.BooleanOptionalAction, default=None,
+                            help="sample the pipeline's distilled decoder, one network trained to draw what the "
+                            "guided decoder draws at one evaluation a step (unclip train decoder-distill; needs a "
+                            "decoder_distilled stage; default: the pipeline's). --guidance, --guidance-interval or "
+                            "--autoguidance without --distilled guide the decoder itself instead")
     else:
         parser.add_argument("--guidance", type=float, default=None,
                             help="decoder guidance of the manipulation's decode (default: 1, unguided like the DDIM "

@@ -52,6 +52,21 @@ def _pipeline(args):
             raise SystemExit(f"--autoguidance: {model} has no decoder_guide stage to guide the decoder with "
                              "(unclip assemble --decoder-guide DIR adds one)")
         changes["autoguidance"] = args.autoguidance
+    guiding = [f for f in ("guidance", "guidance_interval", "autoguidance") if getattr(args, f, None) is not None]
+    distilled = getattr(args, "distilled", None)
+    if distilled and pipe.decoder_distilled is None:
+        raise SystemExit(f"--distilled: {model} has no decoder_distilled stage (unclip assemble --decoder-distilled "
+                         "DIR adds one)")
+    if distilled and guiding:
+        names = ", ".join("--" + f.replace("_", "-") for f in guiding)
+        raise SystemExit(f"--distilled samples the distilled decoder, whose guidance is built in: {names} do not "
+                         "apply to it (drop them, or pass --no-distilled to guide the decoder)")
+    if distilled is None and guiding and cfg.distilled:
+        distilled = False  # guidance settings are asked of the decoder itself
+        print(f"note: {', '.join('--' + f.replace('_', '-') for f in guiding)} given: sampling the guided decoder, "
+              "not the distilled one", file=sys.stderr)
+    if distilled is not None:
+        changes["distilled"] = distilled
     pipe.config = cfg.with_(**changes)
     return pipe
 
@@ -155,7 +170,9 @@ def _assemble(args) -> int:
                   ar_prior=load_prior(args.ar_prior) if args.ar_prior else None,
                   upsamplers=[load_decoder(d) for d in args.upsampler],
                   decoder_guide=load_decoder(args.decoder_guide) if args.decoder_guide else None,
-                  config=PipelineConfig(prior_kind=default_kind, autoguidance=bool(args.decoder_guide)))
+                  decoder_distilled=load_decoder(args.decoder_distilled) if args.decoder_distilled else None,
+                  config=PipelineConfig(prior_kind=default_kind, autoguidance=bool(args.decoder_guide),
+                                        distilled=bool(args.decoder_distilled)))
     out = pipe.save_pretrained(args.out, half=not args.full_precision)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")

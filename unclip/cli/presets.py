@@ -3,18 +3,19 @@ them. What each recipe is and what it measured is written beside it, in the stag
 
 from __future__ import annotations
 
-STAGES = ("clip", "prior", "ar-prior", "decoder", "upsampler")
+STAGES = ("clip", "prior", "ar-prior", "decoder", "upsampler", "decoder-distill")
 
 
 def preset_names() -> dict[str, list[str]]:
     """Each stage's recipe names, in the order their modules define them."""
     from ..clip.train import RECIPES as CLIP
+    from ..decoder.distill import DISTILL_RECIPES
     from ..decoder.train import STAGE_OF
     from ..prior.train import RECIPES as PRIOR
 
     return {"clip": list(CLIP), "prior": list(PRIOR["diffusion"]), "ar-prior": list(PRIOR["autoregressive"]),
             "decoder": [n for n, s in STAGE_OF.items() if s == "decoder"],
-            "upsampler": [n for n, s in STAGE_OF.items() if s == "upsampler"]}
+            "upsampler": [n for n, s in STAGE_OF.items() if s == "upsampler"], "decoder-distill": list(DISTILL_RECIPES)}
 
 
 def pipeline_uses() -> dict[tuple[str, str], list[str]]:
@@ -28,6 +29,7 @@ def pipeline_uses() -> dict[tuple[str, str], list[str]]:
         used += [("decoder", recipe, name if len(cycles) == 1 else f"{name}, cycle {i} of {len(cycles)}")
                  for i, recipe in enumerate(cycles, 1)]
         used += [("upsampler", recipe, name) for recipe in p.upsamplers]
+        used += [("decoder-distill", p.distill, name)] if p.distill else []
         for stage, recipe, where in used:
             uses.setdefault((stage, recipe), []).append(where)
     return uses

@@ -50,6 +50,8 @@ def _train(args) -> int:
         raise SystemExit(f"unclip train {args.stage}: --jobs is for `train all` (got --jobs {args.jobs})")
     elif args.init_from and args.stage == "clip":
         raise SystemExit("unclip train clip: --init-from is for the priors, the decoder and the upsampler")
+    elif args.model and args.stage != "decoder-distill":
+        raise SystemExit(f"unclip train {args.stage}: --model is for decoder-distill (the pipeline it distils)")
     elif args.channels_last and args.stage not in ("decoder", "upsampler"):
         raise SystemExit(f"unclip train {args.stage}: --channels-last is for the decoder and the upsampler")
     elif args.stage == "clip":
@@ -70,6 +72,20 @@ def _train(args) -> int:
         out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
                             device=device, dist_ctx=ctx, init_from=args.init_from, channels_last=args.channels_last,
                             train_changes=changes, max_seconds=max_seconds)
+    elif args.stage == "decoder-distill":
+        from ..decoder.distill import train_distilled_decoder
+        from .presets import preset_names
+
+        if args.preset not in (names := preset_names()[args.stage]):
+            raise SystemExit(f"unclip train {args.stage}: unknown preset {args.preset!r}; expected one of {names}")
+        if not args.model:
+            raise SystemExit("unclip train decoder-distill: --model DIR (the pipeline whose guided decoder it "
+                             "distils) is required")
+        if args.init_from or args.clip or args.data != "shapes" or changes:
+            raise SystemExit("unclip train decoder-distill: the student starts from the pipeline's decoder and learns "
+                             "from its CLIP on Shapes scenes: --init-from, --clip, --data and --set do not apply")
+        out = train_distilled_decoder(model_dir=args.model, preset_name=args.preset, run_dir=args.run_dir,
+                                      max_steps=args.max_steps, device=device, max_seconds=max_seconds)
     else:
         from ..prior.train import train_prior
 

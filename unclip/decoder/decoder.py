@@ -193,8 +193,9 @@ class Decoder(nn.Module):
             guided_channels=cfg.out_channels if cfg.learned_variance else None,
             interval=self.guided_timesteps(guidance_interval))
 
-    def _check_guide(self, guide: "Decoder") -> None:
-        """A guide must draw the same images on one schedule, in one parameterisation, from the same inputs."""
+    def _check_guide(self, guide: "Decoder", *, role: str = "guide") -> None:
+        """A guide (or another decoder standing in for this one, named by `role`) must draw the same images on one
+        schedule, in one parameterisation, from the same inputs."""
         mine, theirs = self.config, guide.config
         same = {"image size": (mine.image_size, theirs.image_size),
                 "channels": (mine.unet.out_channels, theirs.unet.out_channels),
@@ -206,7 +207,7 @@ class Decoder(nn.Module):
         differ = {k: v for k, v in same.items() if v[0] != v[1]}
         if not isinstance(guide, Decoder) or guide is self or differ:
             named = ", ".join(f"{k} ({a!r} here, {b!r} there)" for k, (a, b) in differ.items())
-            raise ValueError("the guide must be another decoder with this one's images, schedule and inputs"
+            raise ValueError(f"the {role} must be another decoder with this one's images, schedule and inputs"
                              + (f"; it differs in {named}" if differ else ""))
 
     @staticmethod

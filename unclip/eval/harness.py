@@ -62,8 +62,9 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
              "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
                                                                                 else 2)}.get(kind, 0)
     decoder = cfg.decoder.steps
-    # a guided step runs both branches (or, with autoguidance, the decoder and its guide): twice, where it guides
-    if cfg.decoder.guidance_scale != 1:
+    # a guided step runs both branches (or, with autoguidance, the decoder and its guide): twice, where it guides;
+    # a distilled decoder's guidance is in its weights, one evaluation a step
+    if cfg.decoder.guidance_scale != 1 and not cfg.distilled:
         interval = pipe.decoder.guided_timesteps(cfg.decoder.guidance_interval)
         decoder += sum(interval is None or interval[0] <= t <= interval[1]
                        for t in timesteps_for(pipe.decoder.diffusion, cfg.decoder.steps))
@@ -71,11 +72,13 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
 
 
 def decoder_guidance(pipe: UnCLIP) -> str:
-    """How the pipeline guides its decoder, in words: "classifier-free 2", "autoguidance 2.5" or "none"."""
+    """How the pipeline guides its decoder, in words: "classifier-free 2", "autoguidance 2.5", "none", or
+    "distilled from autoguidance 2.5" where it samples its distilled decoder."""
     scale = pipe.config.decoder.guidance_scale
     if scale == 1:
         return "none"
-    return f"{'autoguidance' if pipe.config.autoguidance else 'classifier-free'} {scale:g}"
+    guided = f"{'autoguidance' if pipe.config.autoguidance else 'classifier-free'} {scale:g}"
+    return f"distilled from {guided}" if pipe.config.distilled else guided
 
 
 @torch.no_grad()
