@@ -134,3 +134,14 @@ def test_a_distilled_decoder_is_trained_assembled_and_sampled_unguided(pipe, tmp
     with pytest.raises(SystemExit, match="no decoder_distilled stage"):
         cli._pipeline(parser.parse_args(["generate", "a red circle", "--out", "x", "--model",
                                          str(tmp_path / "teacher"), "--distilled"]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "decoder-distill", "--run-dir", "r"], "--model DIR"),
+    (["train", "decoder-distill", "--run-dir", "r", "--model", "m", "--clip", "c"], "do not apply"),
+    (["train", "decoder-distill", "--run-dir", "r", "--model", "m", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "decoder", "--run-dir", "r", "--model", "m", "--clip", "c"], "--model is for decoder-distill"),
+])
+def test_the_cli_refuses_a_distillation_it_cannot_run(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(argv)

@@ -134,12 +134,16 @@ def test_shipped_model_matches_its_preset():
     shipped = Path(__file__).resolve().parents[1] / "models" / "shapes-tiny"
     preset = ta.PRESETS["shapes-tiny"]
     record = json.loads((shipped / "pipeline.json").read_text())
-    assert PipelineConfig.from_dict(record["config"]) == preset.sampling
+    assert PipelineConfig.from_dict(record["config"]) == (preset.distilled_sampling or preset.sampling)
     decoder = json.loads((shipped / "decoder" / "decoder_config.json").read_text())
     # the shipped decoder is the last cycle's; each cycle starts from the one before, with its architecture or one
     # grown from it (grow.py: only GROWABLE fields differ), trained with the same or other training-only settings
     assert preset.decoder_finetunes
     assert DecoderConfig.from_dict(decoder["config"]) == decoder_train.RECIPES[preset.decoder_finetunes[-1]].model
+    # its distilled decoder, if any, is a copy of the decoder's architecture
+    if preset.distill:
+        student = json.loads((shipped / "decoder_distilled" / "decoder_config.json").read_text())
+        assert record["stages"]["decoder_distilled"] and student["config"] == decoder["config"]
     # its guide is the first decoder run at an earlier step: that recipe's architecture
     guide = json.loads((shipped / "decoder_guide" / "decoder_config.json").read_text())
     assert preset.decoder_guide_steps and record["stages"]["decoder_guide"]

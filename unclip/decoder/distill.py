@@ -44,9 +44,10 @@ class DistillRecipe:
 
 
 # Batch 16 scenes = 7 x 16 rows a step at the shipped pipeline's 7 decoder steps. A fine-tune of the decoder's own
-# weights: a tenth of its first cycle's peak learning rate, and an EMA short enough to leave the start behind.
+# weights: a fifth of its first cycle's peak learning rate, and an EMA short enough to leave the start behind. About
+# 2.2 s a step on 2 threads of this 2-core CPU (docs/distillation.md).
 DISTILL_RECIPES: dict[str, DistillRecipe] = {
-    "tiny": DistillRecipe(train=TrainConfig(steps=2000, batch_size=16, lr=1e-4, warmup_steps=50, weight_decay=0.0,
+    "tiny": DistillRecipe(train=TrainConfig(steps=1500, batch_size=16, lr=1e-4, warmup_steps=50, weight_decay=0.0,
                                             ema_decay=0.995, checkpoint_every=100, log_every=10, hook_every=0,
                                             seed=0)),
 }
