@@ -16,10 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from unclip.data.images import to_tensor
 from unclip.pipeline import UnCLIP
+from unclip.rerank import clip_image_embeddings
 from unclip.world import render, sample_scene
 from report import write_report
 
@@ -40,9 +40,7 @@ def main() -> None:
     scenes = [sample_scene(args.split, i) for i in range(args.n)]
     captions = [s.caption for s in scenes]
     size = pipe.clip.config.image_size
-    with torch.no_grad():
-        true = F.normalize(pipe.clip.encode_image_pixels(torch.stack([to_tensor(render(s, size), size)
-                                                                       for s in scenes])), dim=-1)
+    true = clip_image_embeddings(pipe.clip, torch.stack([to_tensor(render(s, size), size) for s in scenes]))
     rows = []
     for steps in args.steps:
         pipe.config = pipe.config.with_(prior=replace(pipe.config.prior, steps=steps))

@@ -319,16 +319,14 @@ class UnCLIP:
             if autoguidance or guidance_scale not in (None, 1):
                 raise ValueError("the distilled decoder samples unguided (its guidance is built in): autoguidance "
                                  f"and guidance_scale={guidance_scale} do not apply to it")
-            return self.decoder_distilled.sample(image_embedding=image_embedding, **caption,
-                                                 steps=steps or cfg.steps, eta=eta,
-                                                 sampler=sampler or ("ddim" if eta else cfg.sampler),
-                                                 generator=generator, x_T=x_T, carry_estimate=carry_estimate)
-        return self.decoder.sample(image_embedding=image_embedding, **caption,
-                                   steps=steps or cfg.steps, sampler=sampler or ("ddim" if eta else cfg.sampler),
-                                   eta=eta,
-                                   guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
-                                   generator=generator, x_T=x_T, carry_estimate=carry_estimate,
-                                   guidance_interval=cfg.guidance_interval, guide=self._guide(autoguidance))
+            network, guidance = self.decoder_distilled, {}
+        else:
+            network, guidance = self.decoder, dict(
+                guidance_scale=cfg.guidance_scale if guidance_scale is None else guidance_scale,
+                guidance_interval=cfg.guidance_interval, guide=self._guide(autoguidance))
+        return network.sample(image_embedding=image_embedding, **caption,
+                              steps=steps or cfg.steps, sampler=sampler or ("ddim" if eta else cfg.sampler),
+                              eta=eta, generator=generator, x_T=x_T, carry_estimate=carry_estimate, **guidance)
 
     def _guide(self, autoguidance: bool) -> Decoder | None:
         if autoguidance and self.decoder_guide is None:

@@ -52,19 +52,18 @@ def _pipeline(args):
             raise SystemExit(f"--autoguidance: {model} has no decoder_guide stage to guide the decoder with "
                              "(unclip assemble --decoder-guide DIR adds one)")
         changes["autoguidance"] = args.autoguidance
-    guiding = [f for f in ("guidance", "guidance_interval", "autoguidance") if getattr(args, f, None) is not None]
+    guiding = ", ".join("--" + f.replace("_", "-") for f in ("guidance", "guidance_interval", "autoguidance")
+                        if getattr(args, f, None) is not None)
     distilled = getattr(args, "distilled", None)
     if distilled and pipe.decoder_distilled is None:
         raise SystemExit(f"--distilled: {model} has no decoder_distilled stage (unclip assemble --decoder-distilled "
                          "DIR adds one)")
     if distilled and guiding:
-        names = ", ".join("--" + f.replace("_", "-") for f in guiding)
-        raise SystemExit(f"--distilled samples the distilled decoder, whose guidance is built in: {names} do not "
+        raise SystemExit(f"--distilled samples the distilled decoder, whose guidance is built in: {guiding} do not "
                          "apply to it (drop them, or pass --no-distilled to guide the decoder)")
     if distilled is None and guiding and cfg.distilled:
         distilled = False  # guidance settings are asked of the decoder itself
-        print(f"note: {', '.join('--' + f.replace('_', '-') for f in guiding)} given: sampling the guided decoder, "
-              "not the distilled one", file=sys.stderr)
+        print(f"note: {guiding} given: sampling the guided decoder, not the distilled one", file=sys.stderr)
     if distilled is not None:
         changes["distilled"] = distilled
     pipe.config = cfg.with_(**changes)

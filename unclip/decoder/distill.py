@@ -65,7 +65,7 @@ def guided_trajectory(pipe, *, z_i: torch.Tensor, caption: dict[str, torch.Tenso
     teacher, cfg = pipe.decoder, pipe.config.decoder
     guided = teacher.denoiser(image_embedding=z_i, **caption, guidance_scale=cfg.guidance_scale,
                               guidance_interval=cfg.guidance_interval,
-                              guide=pipe.decoder_guide if pipe.config.autoguidance else None)
+                              guide=pipe._guide(pipe.config.autoguidance))
     xs, ts, outs = [], [], []
 
     def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
