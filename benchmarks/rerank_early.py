@@ -1,12 +1,14 @@
 """Can re-ranking judge candidates part-way through the decoder's steps, and so afford more of them?
 
-The shipped pipeline spends its network evaluations (issue 8: at most 35 an image) on K = 2 candidates, each
-2 prior steps + 7 autoguided decoder steps (2 evaluations each), and keeps the one whose finished image its CLIP
-rates closest to the caption. Oracles over more candidates are far higher (K = 4: about 0.78), but finished
-candidates cost 16 evaluations each. If CLIP could judge a candidate from the decoder's x0 estimate after m of its
-7 steps, K candidates could be started, the best one kept after step m and only it finished:
+The pipeline spends its network evaluations (issue 8: at most 35 an image) on K candidates, each 2 prior steps + 7
+decoder steps, and keeps the one whose finished image its CLIP rates closest to the caption. Oracles over more
+candidates are far higher, but each finished candidate costs 2 + 2 * 7 = 16 evaluations with the autoguided decoder
+(two networks a step), 2 + 7 = 9 with the distilled one (PipelineConfig.distilled; shipped since 2026-12-07, three
+candidates). If CLIP could judge a candidate from the decoder's x0 estimate after m of its 7 steps, K candidates could
+be started, the best one kept after step m and only it finished:
 
-    evaluations per image = K * (2 + 2 m) + 2 * (7 - m)      (K = 3, m = 3: 32; K = 4, m = 2: 34; K = 5, m = 1: 32)
+    evaluations per image = K * (2 + e m) + e * (7 - m),   e = 2 guided, 1 distilled
+                            (guided: K = 3, m = 3: 32; distilled: K = 4, m = 6: 33; K = 6, m = 3: 34)
 
 This draws K candidates per caption in full, each from its own generator (so a kept candidate's trajectory is the
 one it would follow alone: dropping the others changes nothing), records the decoder's clipped x0 estimate at each
@@ -34,9 +36,9 @@ from unclip.world.score import score_image
 from report import write_report
 
 
-def recording_denoisers(pipe: UnCLIP, estimates: list[torch.Tensor]) -> None:
-    """Make every model_fn the pipeline's decoder builds append its clipped x0 estimate (B, 3, S, S) per call."""
-    decoder, build = pipe.decoder, pipe.decoder.denoiser
+def recording_denoisers(decoder, estimates: list[torch.Tensor]) -> None:
+    """Make every model_fn `decoder` builds append its clipped x0 estimate (B, 3, S, S) per call."""
+    build = decoder.denoiser
 
     def denoiser(**kwargs):
         model_fn = build(**kwargs)
@@ -56,9 +58,10 @@ def candidate_seeds(first: int, n: int, k: int, seed: int) -> list[int]:
     return [1_000_003 * (seed + first + i) + 7_919 * j for i in range(n) for j in range(k)]
 
 
-def evaluations(k: int, m: int, steps: int, prior_steps: int) -> int:
+def evaluations(k: int, m: int, steps: int, prior_steps: int, *, per_step: int = 2) -> int:
+    """per_step: network evaluations a decoder step costs (2 guided, 1 distilled)."""
     m = min(m, steps)
-    return k * (prior_steps + 2 * m) + 2 * (steps - m)
+    return k * (prior_steps + per_step * m) + per_step * (steps - m)
 
 
 def main() -> None:
@@ -77,11 +80,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipe = UnCLIP.from_pretrained(args.model)
     cfg = pipe.config
-    if cfg.decoder.sampler != "ddpm" or not cfg.autoguidance or cfg.decoder.guidance_interval is not None:
-        raise SystemExit("the evaluation count below assumes the shipped sampling: DDPM, autoguided at every step")
-    steps, k = cfg.decoder.steps, args.k
+    distilled = cfg.distilled
+    if not distilled and (cfg.decoder.sampler != "ddpm" or not cfg.autoguidance
+                          or cfg.decoder.guidance_interval is not None):
+        raise SystemExit("the evaluation count below assumes the shipped sampling: DDPM, autoguided at every step, "
+                         "or the distilled decoder")
+    steps, k, per_step = cfg.decoder.steps, args.k, 1 if distilled else 2
     estimates: list[torch.Tensor] = []
-    recording_denoisers(pipe, estimates)
+    recording_denoisers(pipe.decoder_distilled if distilled else pipe.decoder, estimates)
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
     cos = np.zeros((args.n, steps + 1, k))  # cos[:, m - 1]: after m decoder evaluations; cos[:, steps]: finished
@@ -93,7 +99,8 @@ def main() -> None:
         estimates.clear()
         with torch.no_grad():
             z_i = pipe.image_embeddings(batch, generator=generators)
-            images = pipe.decode(z_i, captions=batch, generator=generators, autoguidance=True)
+            images = (pipe.decode(z_i, captions=batch, generator=generators, distilled=True) if distilled
+                      else pipe.decode(z_i, captions=batch, generator=generators, autoguidance=True))
             z_t = pipe.text_conditioning(chunk)[0].repeat_interleave(k, dim=0)  # (B * K, E), unit norm
             if len(estimates) != steps:
                 raise RuntimeError(f"recorded {len(estimates)} decoder calls for {steps} steps")
@@ -108,7 +115,7 @@ def main() -> None:
     for kk, m in itertools.product(range(2, k + 1), range(1, steps + 2)):
         kept = cos[:, m - 1, :kk].argmax(axis=1)
         rows.append({"k": kk, "judged_after": m if m <= steps else "finished",
-                     "evaluations": evaluations(kk, m, steps, cfg.prior.steps),
+                     "evaluations": evaluations(kk, m, steps, cfg.prior.steps, per_step=per_step),
                      "accuracy": float(correct[index, kept].mean())})
     pairs = [float(correct[index, np.where(cos[:, steps, a] >= cos[:, steps, b], a, b)].mean())
              for a, b in itertools.combinations(range(k), 2)]
