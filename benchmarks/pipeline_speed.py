@@ -75,7 +75,8 @@ def main() -> None:
             guide = None if pipe.decoder_guide is None else resized(pipe.decoder_guide, size)
             student = None if pipe.decoder_distilled is None else resized(pipe.decoder_distilled, size)
             pipe = UnCLIP(clip=pipe.clip, decoder=resized(pipe.decoder, size), prior=pipe.prior,
-                          ar_prior=pipe.ar_prior, config=pipe.config, decoder_guide=guide, decoder_distilled=student)
+                          ar_prior=pipe.ar_prior, config=pipe.config, decoder_guide=guide, decoder_distilled=student,
+                          judge=pipe.judge)
         times = time_sampling(pipe, captions, repeats=args.repeats)
         rows.append({"base_size": size, "weights": "trained" if size == trained else "random",
                      "seconds_per_image": statistics.median(times), "seconds_per_image_all": times,

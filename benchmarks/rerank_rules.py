@@ -11,7 +11,10 @@ own sampling), scores every candidate with the world's exact scorer, and reports
 - `oracle`: a correct candidate whenever there is one (the ceiling of any rule on these candidates);
 - `first`: the first candidate (no re-ranking);
 - `judge` (with `--judge DIR`): cos(image, caption) as another CLIP sees them, e.g. the evaluation encoder
-  (models/eval-clip; only to measure whether a different CLIP would choose better: the pipeline never reads it).
+  (models/eval-clip; only to measure whether a different CLIP would choose better: the pipeline never reads it);
+- `matcher`: the match logit of an image-text matching judge (unclip/judge; `unclip train judge`), the pipeline's
+  own judge stage where it has one, or the one in `--matcher DIR` (on the pipeline's CLIP); it is the rule a
+  pipeline with `judge: true` keeps by.
 
 Run (1.5 min for 500 captions at K = 2 on two threads, 3 min for 1,000):
 
@@ -35,7 +38,8 @@ import torch.nn.functional as F
 from unclip.clip import load_clip
 from unclip.data.images import to_pil
 from unclip.pipeline import UnCLIP
-from unclip.rerank import clip_image_embeddings
+from unclip.judge import load_judge
+from unclip.rerank import clip_image_embeddings, judge_scores as matcher_scores
 from unclip.world import sample_scene
 from unclip.world.alternatives import caption_alternatives
 from unclip.world.captions import parse_caption
@@ -84,12 +88,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--judge", default=None, help="another CLIP's directory: adds a rule 'judge' that keeps the "
                         "candidate it rates closest to the caption")
+    parser.add_argument("--matcher", default=None, help="an image-text matching judge's directory (unclip train "
+                        "judge) on the pipeline's CLIP: adds a rule 'matcher' that keeps the candidate with its "
+                        "highest match logit (default: the pipeline's own judge stage, if it has one)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = UnCLIP.from_pretrained(args.model)
     judge = load_clip(args.judge) if args.judge else None
-    extra = ("judge",) if judge else ()
+    matcher = load_judge(args.matcher) if args.matcher else pipe.judge
+    extra = (("judge",) if judge else ()) + (("matcher",) if matcher else ())
     scored, rules = ("cosine", "contrast", "margin") + extra, RULES + extra  # the rules that score candidates; all
     k = args.k or pipe.config.candidates
     if k < 2:
@@ -106,6 +114,9 @@ def main() -> None:
             scores[name][s:s + len(chunk)] = value
         if judge is not None:
             scores["judge"][s:s + len(chunk)] = judge_scores(judge, images, chunk, k=k)
+        if matcher is not None:
+            tokens = pipe.tokens(chunk).repeat_interleave(k, dim=0)  # (len(chunk) * k, T)
+            scores["matcher"][s:s + len(chunk)] = matcher_scores(matcher, pipe.clip, images, tokens).view(-1, k).numpy()
         for j, image in enumerate(images):
             correct[s + j // k, j % k] = score_image(to_pil(image), chunk[j // k]).correct
         print(f"{s + len(chunk)}/{args.n} captions, {time.perf_counter() - started:.0f} s", flush=True)
@@ -136,6 +147,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({
             "benchmark": "rerank_rules", "model": args.model, "split": args.split, "n": args.n, "k": k,
             "seed": args.seed, "threads": args.threads, "seconds": time.perf_counter() - started,
+            "matcher": args.matcher or (str(args.model) + "/judge" if matcher is not None else None),
             "candidate_accuracy": float(correct.mean()), "rules": rows}, indent=1))
         print(f"wrote {args.out}")
 

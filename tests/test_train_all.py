@@ -149,6 +149,16 @@ def test_shipped_model_matches_its_preset():
         want = DecoderConfig.from_dict(decoder["config"])
         assert record["stages"]["decoder_distilled"]
         assert DecoderConfig.from_dict(student["config"]) == want.with_(unet=want.unet.with_(channels_last=layout))
+    # its judge, if any, is its recipe's, reading the shipped CLIP's widths
+    if preset.judge:
+        from unclip.judge import JudgeConfig
+        from unclip.judge.train import RECIPES as JUDGE_RECIPES
+
+        judge = json.loads((shipped / "judge" / "judge_config.json").read_text())
+        clip_cfg = json.loads((shipped / "clip" / "clip_config.json").read_text())
+        assert record["stages"]["judge"]
+        assert JudgeConfig.from_dict(judge) == JUDGE_RECIPES[preset.judge].model.with_(
+            vision_width=clip_cfg["vision_width"], text_width=clip_cfg["text_width"])
     # its guide is the first decoder run at an earlier step: that recipe's architecture
     guide = json.loads((shipped / "decoder_guide" / "decoder_config.json").read_text())
     assert preset.decoder_guide_steps and record["stages"]["decoder_guide"]
@@ -231,25 +241,35 @@ def test_lane_progress_reads_the_last_logged_step(tmp_path):
     assert [run.name for run, _ in runs["priors"]] == ["prior", "ar-prior", "upsampler"]
 
 
-def test_train_all_distils_the_guided_decoder_and_ships_it(tmp_path, monkeypatch):
+def test_train_all_distils_the_guided_decoder_and_ships_it_with_a_judge(tmp_path, monkeypatch):
     """distill: once the pipeline is written, its guided decoder is distilled from it (DIR/decoder-distill) and the
-    pipeline carries the student and samples it as distilled_sampling says; a rerun changes nothing."""
+    pipeline carries the student and samples it as distilled_sampling says; judge: a judge trained on the run's CLIP
+    (DIR/judge) re-ranks its candidates; a rerun changes nothing."""
     from unclip.decoder import distill
+    from unclip.judge import JudgeConfig, load_judge
+    from unclip.judge import train as judge_train
     from unclip.pipeline import StageSampling
 
     _micro_recipes(monkeypatch)
     monkeypatch.setitem(distill.DISTILL_RECIPES, "micro", distill.DistillRecipe(
         train=_short(distill.DISTILL_RECIPES["tiny"].train)))
+    monkeypatch.setitem(judge_train.RECIPES, "micro", dataclasses.replace(
+        judge_train.RECIPES["tiny"], model=JudgeConfig(width=32, layers=1, heads=2),
+        train=_short(judge_train.RECIPES["tiny"].train)))
     sampling = ta.PipelineConfig(decoder=StageSampling(steps=2, guidance_scale=2.0))
     with pytest.raises(ValueError, match="both distill and distilled_sampling"):
         ta.PipelinePreset(clip="micro", prior="micro", ar_prior="micro", decoder="micro", upsamplers=(),
                           sampling=sampling, distill="micro")
     monkeypatch.setitem(ta.PRESETS, "micro", ta.PipelinePreset(
         clip="micro", prior="micro", ar_prior="micro", decoder="micro", upsamplers=("micro-up",), sampling=sampling,
-        distill="micro", distilled_sampling=sampling.with_(distilled=True, candidates=3)))
+        distill="micro", distilled_sampling=sampling.with_(distilled=True, candidates=3, judge=True), judge="micro"))
     out = ta.train_all(preset_name="micro", run_dir=tmp_path, progress=False, log=lambda text: None)
     pipe = UnCLIP.from_pretrained(out)
     assert pipe.config.distilled and pipe.config.candidates == 3 and pipe.decoder_distilled is not None
+    assert pipe.config.judge and json.loads((tmp_path / "judge" / "config.json").read_text())["model"]["clip"] == str(
+        tmp_path / "clip" / "model")
+    judge = load_judge(tmp_path / "judge" / "model").state_dict()
+    assert all(torch.equal(v.float(), judge[k].half().float()) for k, v in pipe.judge.state_dict().items())
     record = json.loads((tmp_path / "decoder-distill" / "config.json").read_text())["model"]
     assert record["distilled_from"] == str(out) and record["teacher_sampling"]["guidance_scale"] == 2.0
     student = load_decoder(tmp_path / "decoder-distill" / "model").state_dict()
@@ -260,3 +280,4 @@ def test_train_all_distils_the_guided_decoder_and_ships_it(tmp_path, monkeypatch
     again = UnCLIP.from_pretrained(out)
     assert again.config == pipe.config
     assert all(torch.equal(v, shipped[k]) for k, v in again.decoder_distilled.state_dict().items())
+    assert all(torch.equal(v, pipe.judge.state_dict()[k]) for k, v in again.judge.state_dict().items())

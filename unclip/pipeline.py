@@ -25,10 +25,11 @@ from .clip import CLIP, load_clip, save_clip
 from .data.images import to_pil
 from .decoder import Decoder, Upsampler, load_decoder, save_decoder
 from .decoder.decoder import guidance_interval_fractions
+from .judge import Judge, load_judge, save_judge
 from .prior import ARPrior, DiffusionPrior, load_prior, save_prior
 from .prior.embed import text_conditioning
 from .prior.kinds import PRIOR_KINDS, image_embeddings
-from .rerank import clip_scores, pick_best
+from .rerank import clip_scores, judge_scores, pick_best
 from .samplers.common import Generators
 from .train.checkpoint import write_tensors
 
@@ -81,7 +82,11 @@ class PipelineConfig:
     distilled: generation samples the pipeline's `decoder_distilled` stage unguided instead of guiding the decoder: a
     network trained to output what the guided decoder outputs on its own sampling steps (decoder/distill.py; Meng et
     al. 2023), so each decoder step costs one evaluation instead of two. The decoder settings above still name the
-    sampler and steps, and the guidance it was distilled from; the manipulations keep the decoder itself."""
+    sampler and steps, and the guidance it was distilled from; the manipulations keep the decoder itself.
+
+    judge: re-rank the candidates by the pipeline's `judge` stage, an image-text matching cross-encoder trained on
+    near-miss captions (unclip/judge), instead of by the CLIP's cosine; it reads where things are, which the CLIP's
+    text embedding barely does (docs/reranking.md)."""
 
     prior_kind: str = "diffusion"  # the default route: diffusion | ar | text-embedding | none
     prior: StageSampling = StageSampling(sampler="dpm++", steps=8, guidance_scale=1.0)
@@ -95,6 +100,7 @@ class PipelineConfig:
     manipulation_steps: int | None = None
     autoguidance: bool = False
     distilled: bool = False
+    judge: bool = False
     notes: dict = field(default_factory=dict)  # free text: where and how the stages were trained
 
     def __post_init__(self):
@@ -141,7 +147,7 @@ class UnCLIP:
     def __init__(self, *, clip: CLIP, decoder: Decoder, prior: DiffusionPrior | None = None,
                  ar_prior: ARPrior | None = None, upsamplers: Sequence[Upsampler] = (),
                  config: PipelineConfig | None = None, decoder_guide: Decoder | None = None,
-                 decoder_distilled: Decoder | None = None):
+                 decoder_distilled: Decoder | None = None, judge: Judge | None = None):
         if clip.tokenizer is None:
             raise ValueError("the pipeline's CLIP needs its tokenizer attached")
         self.clip, self.decoder, self.prior, self.ar_prior = clip.eval(), decoder.eval(), prior, ar_prior
@@ -149,6 +155,9 @@ class UnCLIP:
         self.decoder_guide = None if decoder_guide is None else decoder_guide.eval()
         self.config = config or PipelineConfig()
         self.decoder_distilled = None if decoder_distilled is None else decoder_distilled.eval()
+        self.judge = None if judge is None else judge.eval()
+        if judge is not None:
+            judge.check_clip(clip)
         if decoder_guide is not None:
             decoder._check_guide(decoder_guide)
         if decoder_distilled is not None:
@@ -186,6 +195,9 @@ class UnCLIP:
         if self.config.distilled and self.decoder_distilled is None:
             raise ValueError("the pipeline config asks for its distilled decoder, but the pipeline has no "
                              "decoder_distilled stage (unclip assemble --decoder-distilled DIR)")
+        if self.config.judge and self.judge is None:
+            raise ValueError("the pipeline config asks for its judge to re-rank, but the pipeline has no judge stage "
+                             "(unclip assemble --judge DIR)")
 
     # ----- files --------------------------------------------------------------------------------------
     @classmethod
@@ -208,7 +220,8 @@ class UnCLIP:
                    decoder_guide=load_decoder(directory / "decoder_guide", device=device)
                    if stages.get("decoder_guide") else None,
                    decoder_distilled=load_decoder(directory / "decoder_distilled", device=device)
-                   if stages.get("decoder_distilled") else None)
+                   if stages.get("decoder_distilled") else None,
+                   judge=load_judge(directory / "judge", device=device) if stages.get("judge") else None)
         pipe.source = str(directory)
         return pipe
 
@@ -226,6 +239,8 @@ class UnCLIP:
             save_decoder(directory / "decoder_guide", self.decoder_guide)
         if self.decoder_distilled is not None:
             save_decoder(directory / "decoder_distilled", self.decoder_distilled)
+        if self.judge is not None:
+            save_judge(directory / "judge", self.judge)
         names = [f"upsampler{i + 1}" for i in range(len(self.upsamplers))]
         for name, up in zip(names, self.upsamplers):
             save_decoder(directory / name, up)
@@ -235,13 +250,14 @@ class UnCLIP:
         record = {"format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                   "stages": {"prior": self.prior is not None, "ar_prior": self.ar_prior is not None,
                              "upsamplers": names} | ({"decoder_guide": True} if self.decoder_guide else {})
-                  | ({"decoder_distilled": True} if self.decoder_distilled else {})}
+                  | ({"decoder_distilled": True} if self.decoder_distilled else {})
+                  | ({"judge": True} if self.judge else {})}
         (directory / "pipeline.json").write_text(json.dumps(record, indent=1))
         return directory
 
     def to(self, device: str | torch.device) -> UnCLIP:
         for module in (self.clip, self.decoder, self.decoder_guide, self.decoder_distilled, self.prior, self.ar_prior,
-                       *self.upsamplers):
+                       self.judge, *self.upsamplers):
             if module is not None:
                 module.to(device)
         return self
@@ -381,12 +397,16 @@ class UnCLIP:
         equals its captions drawn one by one: pipe(captions, seed=s)[i] is pipe([captions[i]], seed=s + i)[0] (up to
         the rounding of batched arithmetic). Returns the final stage's PIL images, or with stages=True a dict
         {"decoder": [...], "upsampler1": [...]}. upsample=False stops after the decoder. With config.candidates = K > 1
-        each image is the best of K decoder images by CLIP (unclip/rerank.py), drawn by `candidates`.
+        each image is the best of K decoder images by CLIP, or by the judge where config.judge says so
+        (unclip/rerank.py), drawn by `candidates`.
         """
         captions = [captions] if isinstance(captions, str) else list(captions)
         k = self.config.candidates
         decoded = self.candidates(captions, num_images=num_images, seed=seed, prior=prior)  # (B * K, 3, S, S)
-        if k > 1:  # each caption's z_t once, repeated for its images and their candidates
+        if k > 1 and self.config.judge:  # each candidate against its caption, read by the judge
+            tokens = self.tokens(captions).repeat_interleave(num_images * k, dim=0)  # (B * K, T)
+            decoded = decoded[pick_best(judge_scores(self.judge, self.clip, decoded, tokens), candidates=k)]
+        elif k > 1:  # each caption's z_t once, repeated for its images and their candidates
             z_t = self.text_conditioning(captions)[0].repeat_interleave(num_images * k, dim=0)
             decoded = decoded[pick_best(clip_scores(self.clip, decoded, z_t), candidates=k)]
         images = {"decoder": decoded}

@@ -4,6 +4,8 @@
                                                                     one engine run each (resumable)
     [DIR/decoder-guide]                                             the first decoder run's weights at an earlier
                                                                     step, kept to guide the last (autoguidance)
+    [DIR/judge]                                                     the image-text matcher that re-ranks candidates
+                                                                    (on the frozen CLIP)
     DIR/pipeline                                                    UnCLIP.save_pretrained(half=True)
     [DIR/decoder-distill]                                           the pipeline's guided decoder distilled into one
                                                                     network, then added to DIR/pipeline
@@ -29,6 +31,8 @@ from .decoder import load_decoder, save_decoder
 from .decoder.distill import train_distilled_decoder
 from .decoder.weights import CONFIG_FILE
 from .decoder.train import train_decoder
+from .judge import load_judge
+from .judge.train import train_judge
 from .pipeline import PipelineConfig, UnCLIP
 from .prior import load_prior
 from .prior.train import EMBEDDINGS_FILE, train_prior
@@ -55,12 +59,17 @@ class PipelinePreset:
     # one network in DIR/decoder-distill, which the pipeline then carries and samples as `distilled_sampling` says
     distill: str | None = None
     distilled_sampling: PipelineConfig | None = None
+    # a judge recipe (judge/train.py), trained in DIR/judge once the CLIP is, carried by the pipeline: with it the
+    # sampling settings may re-rank candidates by the judge (PipelineConfig.judge)
+    judge: str | None = None
 
     def __post_init__(self):
         if (self.distill is None) != (self.distilled_sampling is None):
             raise ValueError("a pipeline preset names both distill and distilled_sampling, or neither")
         if self.distilled_sampling is not None and not self.distilled_sampling.distilled:
             raise ValueError("distilled_sampling must sample the distilled decoder (distilled=True)")
+        if self.judge is None and any(c is not None and c.judge for c in (self.sampling, self.distilled_sampling)):
+            raise ValueError("sampling settings that re-rank by the judge need a judge recipe (judge=...)")
 
 
 # How the shipped pipeline samples its guided decoder (two candidates, 32 evaluations), and the settings its decoder
@@ -184,6 +193,10 @@ def train_all(*, preset_name: str, run_dir: str | os.PathLike, device: str = "cp
     stages = dict(clip=load_clip(clip_dir), prior=load_prior(prior_dir), ar_prior=load_prior(ar_dir),
                   decoder=load_decoder(decoder_dir), upsamplers=[load_decoder(d) for d in up_dirs],
                   decoder_guide=None if guide_dir is None else load_decoder(guide_dir))
+    if preset.judge is not None:
+        log(f"[+] the judge ({preset.judge}) in {run_dir / 'judge'}")
+        stages["judge"] = load_judge(train_judge(preset_name=preset.judge, clip_dir=clip_dir, run_dir=run_dir / "judge",
+                                                 device=device, progress=progress))
     out = UnCLIP(**stages, config=preset.sampling).save_pretrained(run_dir / "pipeline", half=half)
     if preset.distill is None:
         return out

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     asm.add_argument("--decoder-distilled", default=None, metavar="DIR",
                      help="the decoder distilled to draw what the guided decoder draws at one evaluation a step "
                      "(unclip train decoder-distill), sampled by default in the pipeline written")
+    asm.add_argument("--judge", default=None, metavar="DIR",
+                     help="an image-text matching judge (unclip train judge) to re-rank candidate images with instead "
+                     "of the CLIP's cosine, on by default in the pipeline written")
     asm.add_argument("--out", required=True, help="pipeline directory to write")
     asm.add_argument("--full-precision", action="store_true", help="keep float32 weights")
     asm.set_defaults(run=_assemble)
@@ -170,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         "complete checkpoint and ends exactly where an uninterrupted run would. Stages: clip (the image and text "
         "encoders, trained contrastively on the Shapes world), prior and ar-prior (the diffusion and the "
         "autoregressive prior, unCLIP §2.2: caption -> CLIP image embedding inside the frozen CLIP given by --clip), "
-        "decoder (z_i and caption -> 32 px image, inverting the CLIP given by --clip), upsampler (32 -> 128 px), or "
+        "decoder (z_i and caption -> 32 px image, inverting the CLIP given by --clip), upsampler (32 -> 128 px), "
+        "decoder-distill (the guided decoder distilled into one evaluation a step), judge (the image-text matcher "
+        "that re-ranks candidate images, on the frozen CLIP given by --clip), or "
         "all (every stage in order, then RUN_DIR/pipeline: preset shapes-tiny, the shipped model's recipes, or "
         "shapes-2h, a whole pipeline in under two hours on a 2-core CPU with --jobs 2). Each stage has several "
         "presets: the shipped model's, the paper's baselines (the decoder's tiny-glide and tiny-16-rb1-glide read "
@@ -190,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="decoder-distill: the pipeline directory whose guided decoder is distilled, with its "
                        "CLIP, guide and decoder sampling settings (required)")
     train.add_argument("--clip", default=None, metavar="DIR",
-                       help="priors and decoder: the trained CLIP directory whose embeddings they learn (required)")
+                       help="priors and decoder: the trained CLIP directory whose embeddings they learn; judge: the "
+                       "pipeline's CLIP, which it reads (required)")
     train.add_argument("--run-dir", default=None,
                        help="directory for checkpoints, logs and the final model (required unless --list-presets)")
     train.add_argument("--max-steps", type=int, default=None,

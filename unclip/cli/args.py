@@ -69,6 +69,10 @@ def _add_sampling_args(parser, *, prior: bool) -> None:
                             "guided decoder draws at one evaluation a step (unclip train decoder-distill; needs a "
                             "decoder_distilled stage; default: the pipeline's). --guidance, --guidance-interval or "
                             "--autoguidance without --distilled guide the decoder itself instead")
+        parser.add_argument("--judge", action=argparse.BooleanOptionalAction, default=None,
+                            help="re-rank the --candidates by the pipeline's judge, an image-text matching network "
+                            "trained on near-miss captions (unclip train judge; needs a judge stage), instead of by "
+                            "the CLIP's cosine (default: the pipeline's)")
     else:
         parser.add_argument("--guidance", type=float, default=None,
                             help="decoder guidance of the manipulation's decode (default: 1, unguided like the DDIM "

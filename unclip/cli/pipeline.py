@@ -66,6 +66,11 @@ def _pipeline(args):
         print(f"note: {guiding} given: sampling the guided decoder, not the distilled one", file=sys.stderr)
     if distilled is not None:
         changes["distilled"] = distilled
+    judge = getattr(args, "judge", None)
+    if judge and pipe.judge is None:
+        raise SystemExit(f"--judge: {model} has no judge stage (unclip assemble --judge DIR adds one)")
+    if judge is not None:
+        changes["judge"] = judge
     pipe.config = cfg.with_(**changes)
     return pipe
 
@@ -158,6 +163,7 @@ def _textdiff(args) -> int:
 def _assemble(args) -> int:
     from ..clip import load_clip
     from ..decoder import average_decoders, load_decoder
+    from ..judge import load_judge
     from ..pipeline import PipelineConfig, UnCLIP
     from ..prior import load_prior
 
@@ -170,8 +176,9 @@ def _assemble(args) -> int:
                   upsamplers=[load_decoder(d) for d in args.upsampler],
                   decoder_guide=load_decoder(args.decoder_guide) if args.decoder_guide else None,
                   decoder_distilled=load_decoder(args.decoder_distilled) if args.decoder_distilled else None,
+                  judge=load_judge(args.judge) if args.judge else None,
                   config=PipelineConfig(prior_kind=default_kind, autoguidance=bool(args.decoder_guide),
-                                        distilled=bool(args.decoder_distilled)))
+                                        distilled=bool(args.decoder_distilled), judge=bool(args.judge)))
     out = pipe.save_pretrained(args.out, half=not args.full_precision)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB)")

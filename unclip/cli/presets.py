@@ -3,7 +3,7 @@ them. What each recipe is and what it measured is written beside it, in the stag
 
 from __future__ import annotations
 
-STAGES = ("clip", "prior", "ar-prior", "decoder", "upsampler", "decoder-distill")
+STAGES = ("clip", "prior", "ar-prior", "decoder", "upsampler", "decoder-distill", "judge")
 
 
 def preset_names() -> dict[str, list[str]]:
@@ -11,11 +11,13 @@ def preset_names() -> dict[str, list[str]]:
     from ..clip.train import RECIPES as CLIP
     from ..decoder.distill import DISTILL_RECIPES
     from ..decoder.train import STAGE_OF
+    from ..judge.train import RECIPES as JUDGE
     from ..prior.train import RECIPES as PRIOR
 
     return {"clip": list(CLIP), "prior": list(PRIOR["diffusion"]), "ar-prior": list(PRIOR["autoregressive"]),
             "decoder": [n for n, s in STAGE_OF.items() if s == "decoder"],
-            "upsampler": [n for n, s in STAGE_OF.items() if s == "upsampler"], "decoder-distill": list(DISTILL_RECIPES)}
+            "upsampler": [n for n, s in STAGE_OF.items() if s == "upsampler"], "decoder-distill": list(DISTILL_RECIPES),
+            "judge": list(JUDGE)}
 
 
 def pipeline_uses() -> dict[tuple[str, str], list[str]]:

@@ -86,6 +86,19 @@ def _train(args) -> int:
                              "from its CLIP on Shapes scenes: --init-from, --clip, --data and --set do not apply")
         out = train_distilled_decoder(model_dir=args.model, preset_name=args.preset, run_dir=args.run_dir,
                                       max_steps=args.max_steps, device=device, max_seconds=max_seconds)
+    elif args.stage == "judge":
+        from ..judge.train import train_judge
+        from .presets import preset_names
+
+        if args.preset not in (names := preset_names()[args.stage]):
+            raise SystemExit(f"unclip train judge: unknown preset {args.preset!r}; expected one of {names}")
+        if not args.clip:
+            raise SystemExit("unclip train judge: --clip DIR (the pipeline's CLIP, which the judge reads) is required")
+        if args.init_from or args.data != "shapes":
+            raise SystemExit("unclip train judge: it learns from Shapes scenes and their near-miss captions from "
+                             "scratch: --init-from and --data do not apply")
+        out = train_judge(preset_name=args.preset, clip_dir=args.clip, run_dir=args.run_dir,
+                          max_steps=args.max_steps, device=device, train_changes=changes, max_seconds=max_seconds)
     else:
         from ..prior.train import train_prior
 

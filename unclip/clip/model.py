@@ -88,15 +88,19 @@ class VisionTransformer(nn.Module):
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, cfg.embed_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, S, S) -> the transformer's output states (B, 1 + g*g, W): the class token, then
+        the grid in raster order (what the judge reads, unclip/judge)."""
         # the conv stem runs channels-last: 1.25x faster forward and backward on this CPU (oneDNN), same result
         x = self.stem(x.contiguous(memory_format=torch.channels_last)) if hasattr(self, "stem") \
             else self.conv1(x)  # (B, W, g, g)
         x = x.flatten(2).transpose(1, 2)  # (B, g*g, W)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, W)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # (B, 1 + g*g, W)
-        x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0]) @ self.proj  # CLIP §2.4: the class token, projected; (B, E)
+        return self.transformer(self.ln_pre(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln_post(self.tokens(x)[:, 0]) @ self.proj  # CLIP §2.4: the class token, projected; (B, E)
 
 
 class CLIP(nn.Module):
@@ -116,13 +120,20 @@ class CLIP(nn.Module):
         self.tokenizer = None  # set by the loader: encode_text(list[str]) needs it
 
     # ----- tensor-level -------------------------------------------------------------------------------------
-    def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images in [-1, 1] -> (B, E) image features (not normalised)."""
+    def _normalised(self, pixels: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         if pixels.shape[-2:] != (size, size):
             raise ValueError(f"CLIP expects {size}x{size} images, got {tuple(pixels.shape[-2:])}")
-        x = ((pixels + 1) / 2 - self.image_mean) / self.image_std
-        return self.visual(x.to(self.visual.proj.dtype))
+        return (((pixels + 1) / 2 - self.image_mean) / self.image_std).to(self.visual.proj.dtype)
+
+    def encode_image_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images in [-1, 1] -> (B, E) image features (not normalised)."""
+        return self.visual(self._normalised(pixels))
+
+    def encode_image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images in [-1, 1] -> the image tower's output states (B, 1 + g*g, W) (VisionTransformer.tokens),
+        before the class token is read out."""
+        return self.visual.tokens(self._normalised(pixels))
 
     def encode_text_sequence(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) token ids -> the text tower's per-token states (B, T, W) after ln_final, and a (B, T) bool

@@ -106,6 +106,7 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     n_novel = n // 2 if n_novel is None else n_novel
     metrics: dict = {"model": pipe.source, "prior": kind, "split": split, "n": n, "n_novel": n_novel,
                      "upsample": upsample, "candidates": pipe.config.candidates,
+                     "reranker": "judge" if pipe.config.judge else "clip",
                      "decoder_guidance": decoder_guidance(pipe),
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     # ----- sampling: images + manifests ------------------------------------------------------------------
@@ -235,7 +236,8 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
     real_items, other_items = items[:m], items[m:2 * m]
     records = [{"caption": item["caption"], "split": spec, "index": i} for i, item in enumerate(real_items)]
     metrics: dict = {"model": pipe.source, "data": spec, "prior": kind, "n": m, "n_novel": 0, "upsample": upsample,
-                     "candidates": pipe.config.candidates, "overall": None, "captions_past_context": skipped,
+                     "candidates": pipe.config.candidates, "reranker": "judge" if pipe.config.judge else "clip",
+                     "overall": None, "captions_past_context": skipped,
                      "decoder_guidance": decoder_guidance(pipe),
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     progress(f"generating {m} {spec} captions")
@@ -264,7 +266,8 @@ def report(m: dict) -> str:
             f"{m.get('captions_past_context', 0)} captions past the pipeline's context left out)")
     lines = [f"# unclip eval: {m.get('model')}", "", f"prior `{m['prior']}`, {what}, "
              f"{'upsampled' if m['upsample'] else 'decoder-size'} images"
-             + (f" (each the best of {m['candidates']} by CLIP)" if m.get("candidates", 1) > 1 else "")
+             + (f" (each the best of {m['candidates']} by {'its judge' if m.get('reranker') == 'judge' else 'CLIP'})"
+                if m.get("candidates", 1) > 1 else "")
              + (f", decoder guidance {m['decoder_guidance']}" if "decoder_guidance" in m else "")
              + f", {m['nfe_per_image']} network evaluations and {m['seconds_per_image']:.2f} s per image.", ""]
     if m["overall"] is not None:
