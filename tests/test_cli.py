@@ -120,8 +120,11 @@ def test_list_presets_names_every_recipe_and_marks_what_train_all_uses(tmp_path,
     assert "[" not in next(line for line in lines if line.split()[0] == "tiny-16-rb1-glide")  # used by no preset
     assert main(["train", "all", "--list-presets"]) == 0
     out = capsys.readouterr().out
-    for heading in ("all (unclip train all):", "clip:", "prior:", "ar-prior:", "decoder:", "upsampler:"):
+    for heading in ("all (unclip train all):", "clip:", "prior:", "ar-prior:", "decoder:", "upsampler:",
+                    "decoder-distill:", "judge:"):
         assert heading in out.splitlines()
     assert "  tiny-tok-wide  [shapes-tiny]" in out.splitlines()
+    judge = out.splitlines()[out.splitlines().index("judge:") + 1:]
+    assert judge[0] == "  tiny  [shapes-tiny]"  # the judge recipe shapes-tiny trains and ships
     with pytest.raises(SystemExit, match="--run-dir DIR is required"):  # without --list-presets a run needs a place
         main(["train", "decoder", "--clip", str(tmp_path)])

@@ -32,6 +32,7 @@ def pipeline_uses() -> dict[tuple[str, str], list[str]]:
                  for i, recipe in enumerate(cycles, 1)]
         used += [("upsampler", recipe, name) for recipe in p.upsamplers]
         used += [("decoder-distill", p.distill, name)] if p.distill else []
+        used += [("judge", p.judge, name)] if p.judge else []
         for stage, recipe, where in used:
             uses.setdefault((stage, recipe), []).append(where)
     return uses
