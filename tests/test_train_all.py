@@ -157,7 +157,8 @@ def test_shipped_model_matches_its_preset():
         judge = json.loads((shipped / "judge" / "judge_config.json").read_text())
         clip_cfg = json.loads((shipped / "clip" / "clip_config.json").read_text())
         assert record["stages"]["judge"]
-        assert JudgeConfig.from_dict(judge) == JUDGE_RECIPES[preset.judge].model.with_(
+        want = JUDGE_RECIPES[preset.judge].model
+        assert judge["kind"] == "judge" and JudgeConfig.from_dict(judge["config"]) == want.with_(
             vision_width=clip_cfg["vision_width"], text_width=clip_cfg["text_width"])
     # its guide is the first decoder run at an earlier step: that recipe's architecture
     guide = json.loads((shipped / "decoder_guide" / "decoder_config.json").read_text())

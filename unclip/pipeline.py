@@ -181,14 +181,15 @@ class UnCLIP:
             if p is not None and p.config.embed_dim != clip.config.embed_dim:
                 raise ValueError(f"a prior of embed_dim {p.config.embed_dim} does not fit a CLIP of "
                                  f"{clip.config.embed_dim}")
-        self._check_autoguidance()
+        self._check_stages()
         size = decoder.config.image_size
         for i, up in enumerate(self.upsamplers):
             if up.config.low_res_size != size:
                 raise ValueError(f"upsampler {i + 1} takes {up.config.low_res_size} px, the stage before gives {size}")
             size = up.config.image_size
 
-    def _check_autoguidance(self) -> None:
+    def _check_stages(self) -> None:
+        """Each stage the config samples by (guide, distilled decoder, judge) is one the pipeline has."""
         if self.config.autoguidance and self.decoder_guide is None:
             raise ValueError("the pipeline config asks for autoguidance, but the pipeline has no decoder_guide stage "
                              "(unclip assemble --decoder-guide DIR)")

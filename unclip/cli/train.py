@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def _check_preset(stage: str, preset: str) -> None:
+    """Refuse a preset the stage has no recipe of, naming the ones it has."""
+    from .presets import preset_names
+
+    if preset not in (names := preset_names()[stage]):
+        raise SystemExit(f"unclip train {stage}: unknown preset {preset!r}; expected one of {names}")
+
+
 def _train(args) -> int:
     if args.list_presets:
         from .presets import format_presets
@@ -62,11 +70,9 @@ def _train(args) -> int:
                          max_seconds=max_seconds)
     elif args.stage in ("decoder", "upsampler"):
         from ..decoder.train import train_decoder
-        from .presets import preset_names
 
         preset = args.preset if args.preset != "tiny" or args.stage == "decoder" else "tiny-up-128"
-        if preset not in (names := preset_names()[args.stage]):
-            raise SystemExit(f"unclip train {args.stage}: unknown preset {preset!r}; expected one of {names}")
+        _check_preset(args.stage, preset)
         if args.stage == "decoder" and not args.clip:
             raise SystemExit("unclip train decoder: --clip DIR (the frozen CLIP whose z_i it inverts) is required")
         out = train_decoder(preset_name=preset, run_dir=args.run_dir, clip_dir=args.clip, max_steps=args.max_steps,
@@ -74,10 +80,8 @@ def _train(args) -> int:
                             train_changes=changes, max_seconds=max_seconds)
     elif args.stage == "decoder-distill":
         from ..decoder.distill import train_distilled_decoder
-        from .presets import preset_names
 
-        if args.preset not in (names := preset_names()[args.stage]):
-            raise SystemExit(f"unclip train {args.stage}: unknown preset {args.preset!r}; expected one of {names}")
+        _check_preset(args.stage, args.preset)
         if not args.model:
             raise SystemExit("unclip train decoder-distill: --model DIR (the pipeline whose guided decoder it "
                              "distils) is required")
@@ -88,10 +92,8 @@ def _train(args) -> int:
                                       max_steps=args.max_steps, device=device, max_seconds=max_seconds)
     elif args.stage == "judge":
         from ..judge.train import train_judge
-        from .presets import preset_names
 
-        if args.preset not in (names := preset_names()[args.stage]):
-            raise SystemExit(f"unclip train judge: unknown preset {args.preset!r}; expected one of {names}")
+        _check_preset(args.stage, args.preset)
         if not args.clip:
             raise SystemExit("unclip train judge: --clip DIR (the pipeline's CLIP, which the judge reads) is required")
         if args.init_from or args.data != "shapes":

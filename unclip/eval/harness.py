@@ -71,6 +71,11 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
     return (prior + decoder) * cfg.candidates + (cfg.upsampler.steps * len(pipe.upsamplers) if upsample else 0)
 
 
+def reranker(pipe: UnCLIP) -> str:
+    """What chooses among the pipeline's candidates: "judge" (its judge stage, PipelineConfig.judge) or "clip"."""
+    return "judge" if pipe.config.judge else "clip"
+
+
 def decoder_guidance(pipe: UnCLIP) -> str:
     """How the pipeline guides its decoder, in words: "classifier-free 2", "autoguidance 2.5", "none", or
     "distilled from autoguidance 2.5" where it samples its distilled decoder."""
@@ -106,7 +111,7 @@ def evaluate(pipe: UnCLIP, out: str | os.PathLike, *, n: int = 500, n_novel: int
     n_novel = n // 2 if n_novel is None else n_novel
     metrics: dict = {"model": pipe.source, "prior": kind, "split": split, "n": n, "n_novel": n_novel,
                      "upsample": upsample, "candidates": pipe.config.candidates,
-                     "reranker": "judge" if pipe.config.judge else "clip",
+                     "reranker": reranker(pipe),
                      "decoder_guidance": decoder_guidance(pipe),
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}
     # ----- sampling: images + manifests ------------------------------------------------------------------
@@ -236,7 +241,7 @@ def evaluate_source(pipe: UnCLIP, out: str | os.PathLike, *, data: str, n: int =
     real_items, other_items = items[:m], items[m:2 * m]
     records = [{"caption": item["caption"], "split": spec, "index": i} for i, item in enumerate(real_items)]
     metrics: dict = {"model": pipe.source, "data": spec, "prior": kind, "n": m, "n_novel": 0, "upsample": upsample,
-                     "candidates": pipe.config.candidates, "reranker": "judge" if pipe.config.judge else "clip",
+                     "candidates": pipe.config.candidates, "reranker": reranker(pipe),
                      "overall": None, "captions_past_context": skipped,
                      "decoder_guidance": decoder_guidance(pipe),
                      "nfe_per_image": nfe_per_image(pipe, kind, upsample=upsample)}

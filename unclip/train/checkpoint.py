@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..atomic import replace_atomically
+from ..atomic import replace_atomically, write_text_atomically
 
 FORMAT_VERSION = 1
 COMPLETE = "COMPLETE"
@@ -208,12 +208,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, dict[str, torch.
 
 
 def save_stage(directory: str | os.PathLike, model: torch.nn.Module, *, kind: str, config_file: str) -> None:
-    """A trained stage as a directory: model.safetensors (written atomically) + CONFIG_FILE {"kind", "config"}."""
+    """A trained stage as a directory: model.safetensors + CONFIG_FILE {"kind", "config"}, each written atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_tensors(directory / "model.safetensors", model_tensors(model))
     record = {"kind": kind, "config": model.config.to_dict()}
-    (directory / config_file).write_text(json.dumps(record, indent=1))
+    write_text_atomically(directory / config_file, json.dumps(record, indent=1))
 
 
 def load_stage(directory: str | os.PathLike, kinds: dict[str, tuple[type, type]], *, config_file: str,
