@@ -167,3 +167,38 @@ def test_shapes_form_weights_draw_forms_in_proportion():
     for bad in [(1.0, 2.0), (1.0, 0.0, 1.0, 1.0), (1.0, float("nan"), 1.0, 1.0)]:
         with pytest.raises(ValueError, match="form_weights"):
             ShapesItems("train", size=16, form_weights=bad)
+
+
+def test_shapes_negative_images_follow_their_change_weights_and_are_false_of_the_caption():
+    from unclip.data import collate_image_caption
+    from unclip.data.sources import ShapesItems
+    from unclip.world import score_image
+    from unclip.world.counterfactual import CHANGES
+
+    # with the layout change at 100x the rest, a pair's negative image is nearly always its objects moved (where the
+    # relation can fail, every pair); with equal weights about 1 in 6
+    heavy = ShapesItems("train", size=64, length=400, change_weights=tuple(100.0 if c == "layout" else 1.0
+                                                                           for c in CHANGES))
+    plain = ShapesItems("train", size=64, length=400, change_weights=(1.0,) * len(CHANGES))
+    pairs = [i for i in range(400) if sample_scene("train", i).form == "pair"][:30]
+
+    def moved(item, i):  # the same objects in the negative image (so the layout or the background changed)
+        parsed = score_image(((item["negative_image"].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy(),
+                             item["caption"]).parsed
+        truth = sample_scene("train", i)
+        objects = lambda found: sorted((o.colour, o.shape) for o in found)
+        return objects(parsed.objects) == objects(truth.objects) and parsed.background == truth.background
+
+    for ds in (heavy, plain):
+        for i in pairs[:10]:  # every negative image is one the scorer rejects for the item's caption
+            item = ds[i]
+            image = ((item["negative_image"].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+            assert not score_image(image, item["caption"]).correct
+    assert np.mean([moved(heavy[i], i) for i in pairs]) > 0.8 and np.mean([moved(plain[i], i) for i in pairs]) < 0.5
+    assert torch.equal(heavy[pairs[0]]["negative_image"], heavy[pairs[0]]["negative_image"])  # seeded by the index
+    batch = collate_image_caption([plain[i] for i in range(5)])
+    assert batch["negative_image"].shape == (5, 3, 64, 64) and "negative_image" not in ShapesItems(
+        "train", size=16, length=4)[0]
+    for bad in [(1.0, 2.0), (1.0,) * (len(CHANGES) - 1) + (0.0,)]:
+        with pytest.raises(ValueError, match="change_weights"):
+            ShapesItems("train", size=16, change_weights=bad)

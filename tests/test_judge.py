@@ -78,6 +78,30 @@ def test_bad_inputs_are_refused(pipe):
         JudgeConfig.from_dict(SMALL.to_dict() | {"depth": 2})
 
 
+def test_a_pixel_judge_gives_each_grid_state_the_pixels_of_its_own_patch(pipe, tmp_path):
+    """JudgeConfig.patch: grid state r * g + c gets the pixels of patch (r, c) (row-major, as the CLIP's grid), the
+    class state none; a patch that does not tile the CLIP's grid is refused by name; it saves and loads."""
+    clip = pipe.clip
+    judge = _judge(cfg=SMALL.with_(patch=4))
+    seen = []
+    judge.pixel_in.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    images = -torch.ones(1, 3, 32, 32)
+    images[0, 1, 8:12, 20:24] = 1.0  # green in patch row 2, column 5 of the 8 x 8 grid
+    with torch.no_grad():
+        first = judge.score(clip, images=images, tokens=clip.tokenizer(["a green square"]))
+    patches = seen[-1][0]  # (64, 48)
+    assert patches.shape == (64, 3 * 16) and (patches > -1).any(dim=1).nonzero().flatten().tolist() == [2 * 8 + 5]
+    assert torch.equal(patches[2 * 8 + 5].view(3, 4, 4), images[0, :, 8:12, 20:24])  # channel, row, column
+    save_judge(tmp_path / "p", judge)
+    again = load_judge(tmp_path / "p")
+    with torch.no_grad():
+        assert torch.equal(again.score(clip, images=images, tokens=clip.tokenizer(["a green square"])), first)
+    with pytest.raises(ValueError, match="8 px patches make 16 of \\(32, 32\\) images, the CLIP's grid has 64"):
+        _judge(cfg=SMALL.with_(patch=8)).score(clip, images=images, tokens=clip.tokenizer(["a green square"]))
+    with pytest.raises(ValueError, match="patch must be a non-negative integer, got -1"):
+        SMALL.with_(patch=-1)
+
+
 def test_save_and_load_round_trip(pipe, tmp_path):
     judge, clip = _judge(seed=3), pipe.clip
     save_judge(tmp_path / "j", judge)
@@ -124,6 +148,32 @@ def test_the_loss_falls_as_the_judge_learns_a_batch():
     assert float(last["loss"].detach()) < 0.5 * float(first["loss"].detach())
     with pytest.raises(ValueError, match="hard negatives for 8 scenes"):
         loss_fn(judge, batch | {"negatives": batch["negatives"][:-1]}, torch.Generator())
+
+
+def test_with_negative_images_the_judge_learns_to_rank_a_scene_above_its_changed_copy():
+    """The tiny-images recipe scores each scene's changed copy (world/counterfactual.py) against the true caption as
+    a negative: fifty Adam steps on one batch put every true image above its copy for its caption."""
+    recipe = replace(judge_train.RECIPES["tiny-images"], model=SMALL, corrupt=0.0)
+    data = ShapesItems("train", size=32, negatives=recipe.negatives, negative_weights=recipe.negative_weights,
+                       change_weights=recipe.change_weights)
+    batch = collate_image_caption([data[i] for i in range(8)])
+    clip = load_clip(DEFAULT_MODEL / "clip")
+    loss_fn = judge_train.judge_loss(clip, recipe)
+    judge = _judge().train()
+    first = loss_fn(judge, batch, torch.Generator().manual_seed(0))
+    plain = judge_train.judge_loss(clip, replace(recipe, change_weights=None))(
+        judge, {k: v for k, v in batch.items() if k != "negative_image"}, torch.Generator().manual_seed(0))
+    assert set(first) == {"loss", "hard_pairs", "accuracy", "image_pairs"} and "image_pairs" not in plain
+    first_loss, plain_loss = float(first["loss"].detach()), float(plain["loss"].detach())
+    assert first_loss != pytest.approx(plain_loss, rel=1e-4)  # the 8 extra pairs count
+    opt = torch.optim.Adam(judge.parameters(), lr=1e-3)
+    for _ in range(50):
+        opt.zero_grad()
+        loss_fn(judge, batch, torch.Generator().manual_seed(0))["loss"].backward()
+        opt.step()
+    last = loss_fn(judge, batch, torch.Generator().manual_seed(0))
+    assert float(last["loss"].detach()) < 0.5 * float(first["loss"].detach())
+    assert float(last["image_pairs"]) == 1.0
 
 
 def test_the_pipeline_keeps_the_candidate_its_judge_scores_highest(pipe, tmp_path, monkeypatch):

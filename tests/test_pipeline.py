@@ -464,6 +464,39 @@ def test_candidates_keep_the_image_clip_rates_closest_to_the_caption(pipe):
     assert any(chosen), "every kept image was the first candidate: the test cannot tell re-ranking from none"
 
 
+def test_candidates_share_fewer_prior_draws_when_asked(pipe, monkeypatch):
+    """prior_draws = D < K: each image's K candidates decode D z_i, each K / D times with its own decoder noise; the
+    prior's evaluations count D times, the decoder's K times; a D that does not divide K is refused by name."""
+    from unclip.eval.harness import nfe_per_image
+    captions = ["a red circle", "two blue squares"]
+    base = pipe.config
+    drawn = []
+    real = pipe.image_embeddings
+
+    def recording(batch, **kw):
+        z = real(batch, **kw)
+        drawn.append(z)
+        return z
+
+    monkeypatch.setattr(pipe, "image_embeddings", recording)
+    try:
+        pipe.config = base.with_(candidates=4, prior_draws=2)
+        images = pipe.candidates(captions, seed=3)  # (2 * 4, 3, 16, 16)
+        assert drawn[-1].shape[0] == 2 * 2  # two z_i per caption
+        assert not torch.equal(drawn[-1][0], drawn[-1][1])
+        assert all(not torch.equal(images[i], images[i + 1]) for i in (0, 2, 4, 6))  # one z_i, two decoder draws
+        assert nfe_per_image(pipe, "diffusion", upsample=False) == 2 * 3 + 4 * 2 * 4
+        again = pipe.candidates(captions[1:], seed=4)  # caption 1 alone, seeded as in the batch
+        assert torch.allclose(again, images[4:], atol=1e-5)
+        pipe.config = base.with_(candidates=4)
+        assert pipe.candidates(captions, seed=3).shape == images.shape and drawn[-1].shape[0] == 2 * 4
+        for bad in (3, 0, True):
+            with pytest.raises(ValueError, match=f"prior_draws must be .* got {bad!r}"):
+                base.with_(candidates=4, prior_draws=bad)
+    finally:
+        pipe.config = base
+
+
 def test_pick_best_and_clip_scores_known_answers(pipe):
     from unclip.rerank import clip_scores, pick_best
     assert pick_best(torch.tensor([0.1, 0.5, 0.2, 0.9, 0.0, 0.3]), candidates=3).tolist() == [1, 3]

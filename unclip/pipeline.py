@@ -84,6 +84,10 @@ class PipelineConfig:
     al. 2023), so each decoder step costs one evaluation instead of two. The decoder settings above still name the
     sampler and steps, and the guidance it was distilled from; the manipulations keep the decoder itself.
 
+    prior_draws: how many z_i an image's candidates are decoded from (None: one each). Fewer draws than candidates
+    decode each z_i several times, candidates / prior_draws each, with different decoder noise: the prior's work is
+    paid per draw, so more candidates fit the same evaluations.
+
     judge: re-rank the candidates by the pipeline's `judge` stage, an image-text matching cross-encoder trained on
     near-miss captions (unclip/judge), instead of by the CLIP's cosine; it reads where things are, which the CLIP's
     text embedding barely does (docs/reranking.md)."""
@@ -92,6 +96,7 @@ class PipelineConfig:
     prior: StageSampling = StageSampling(sampler="dpm++", steps=8, guidance_scale=1.0)
     best_of: int = 1
     candidates: int = 1
+    prior_draws: int | None = None
     ar_temperature: float = 1.0
     ar_top_k: int | None = None
     ar_guidance_scale: float = 1.0
@@ -110,6 +115,10 @@ class PipelineConfig:
             raise ValueError(f"best_of must be a positive integer, got {self.best_of!r}")
         if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
             raise ValueError(f"candidates must be a positive integer, got {self.candidates!r}")
+        if self.prior_draws is not None and (isinstance(self.prior_draws, bool) or not isinstance(
+                self.prior_draws, int) or self.prior_draws < 1 or self.candidates % self.prior_draws):
+            raise ValueError(f"prior_draws must be None or a positive integer that divides candidates "
+                             f"({self.candidates}), got {self.prior_draws!r}")
         if self.manipulation_steps is not None and (isinstance(self.manipulation_steps, bool) or not isinstance(
                 self.manipulation_steps, int) or self.manipulation_steps < 1):
             raise ValueError(f"manipulation_steps must be None or a positive integer, got {self.manipulation_steps!r}")
@@ -380,10 +389,18 @@ class UnCLIP:
         i's own generator (caption_generators), so its images do not depend on the other captions in the batch."""
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
-        per_caption = num_images * self.config.candidates
+        k = self.config.candidates
+        draws = self.config.prior_draws or k  # z_i per image, each decoded k / draws times
+        per_caption = num_images * k
+        generators = self.caption_generators(len(captions), seed)
         batch = [c for c in captions for _ in range(per_caption)]
-        rows = [g for g in self.caption_generators(len(captions), seed) for _ in range(per_caption)]
-        z_i = self.image_embeddings(batch, prior=prior, generator=rows)
+        rows = [g for g in generators for _ in range(per_caption)]
+        if draws == k:
+            z_i = self.image_embeddings(batch, prior=prior, generator=rows)
+        else:
+            z_i = self.image_embeddings([c for c in captions for _ in range(num_images * draws)], prior=prior,
+                                        generator=[g for g in generators for _ in range(num_images * draws)])
+            z_i = None if z_i is None else z_i.repeat_interleave(k // draws, dim=0)  # (N * num_images * k, E)
         if self.config.distilled:
             return self.decode(z_i, captions=batch, generator=rows, distilled=True)
         return self.decode(z_i, captions=batch, generator=rows, autoguidance=self.config.autoguidance)

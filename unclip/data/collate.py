@@ -14,6 +14,8 @@ def collate_image_caption(items: list[dict | None]) -> dict:
              "skipped": len(items) - len(good)}
     if "negatives" in good[0]:  # hard-negative captions, all items' lists concatenated
         batch["negatives"] = [n for g in good for n in g["negatives"]]
+    if "negative_image" in good[0]:  # each item's image changed so that its caption is false: (B, 3, S, S)
+        batch["negative_image"] = torch.stack([g["negative_image"] for g in good])
     return batch
 
 

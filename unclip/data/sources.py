@@ -13,6 +13,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..world import ATTRIBUTES, ShapesDataset, perturb
+from ..world.counterfactual import CHANGES, counterfactual
+from ..world.dataset import scene_tensor
 from ..world.scene import FORMS, sample_scene
 from .embeddings import EmbeddingShards
 from .emoji import EmojiDataset
@@ -40,26 +42,26 @@ class ShapesItems(Dataset):
     i * 8 .. i * 8 + 7 that passes a test, seeded by i, accepting a scene of form f with probability
     w_f / max(w) (rejection sampling; the world draws each form with p = 1/4, so the accepted ones come in
     proportion to w). Items never share a scene, and stay the same on every run and after a resume.
+
+    With `change_weights` (one weight per world/counterfactual.py CHANGE), each item also carries
+    "negative_image": its scene changed in one way that makes the caption false (the right objects in another
+    layout, a colour or shape changed, colours traded between two objects, an object left out, the other
+    background), the change drawn by those weights among those that apply, seeded by the index.
     """
 
     def __init__(self, split: str, *, size: int, length: int = SHAPES_LENGTH, negatives: int = 0,
                  negative_weights: tuple[float, ...] | None = None,
-                 form_weights: tuple[float, ...] | None = None):
+                 form_weights: tuple[float, ...] | None = None,
+                 change_weights: tuple[float, ...] | None = None):
         self.length = length
-        self.accept = None
-        if form_weights is not None:
-            w = np.asarray(form_weights, float)
-            if w.shape != (len(FORMS),) or not np.isfinite(w).all() or (w <= 0).any():
-                raise ValueError(f"form_weights must be {len(FORMS)} positive numbers, one per form {FORMS}; "
-                                 f"got {form_weights}")
-            self.accept = dict(zip(FORMS, w / w.max()))
+        changes = _weights("change_weights", change_weights, "change", CHANGES)
+        self.changes = None if changes is None else changes / changes.sum()
+        forms = _weights("form_weights", form_weights, "form", FORMS)
+        self.accept = None if forms is None else dict(zip(FORMS, forms / forms.max()))
         self.world = ShapesDataset(split, size=size, length=length * (FORM_PROBES if self.accept else 1))
         self.negatives = negatives
-        weights = np.ones(len(ATTRIBUTES)) if negative_weights is None else np.asarray(negative_weights, float)
-        if weights.shape != (len(ATTRIBUTES),) or (weights <= 0).any():
-            raise ValueError(f"negative_weights must be {len(ATTRIBUTES)} positive numbers, one per attribute "
-                             f"{ATTRIBUTES}; got {negative_weights}")
-        self.weights = None if negative_weights is None else weights / weights.sum()
+        weights = _weights("negative_weights", negative_weights, "attribute", ATTRIBUTES)
+        self.weights = None if weights is None else weights / weights.sum()
 
     def __len__(self) -> int:
         return self.length
@@ -94,7 +96,27 @@ class ShapesItems(Dataset):
                 if len(found) == self.negatives:
                     break
             item["negatives"] = found
+        if self.changes is not None:
+            item["negative_image"] = self._negative_image(scene, i % self.length)
         return item
+
+    def _negative_image(self, scene, i: int):
+        rng = np.random.default_rng([0x1A6, self.world.start + i])
+        for k in rng.choice(len(CHANGES), size=len(CHANGES), replace=False, p=self.changes):
+            other = counterfactual(scene, CHANGES[k], rng)
+            if other is not None:
+                return scene_tensor(other, self.world.size)
+        raise RuntimeError(f"no change makes the caption {scene.caption!r} false")  # a colour change always does
+
+
+def _weights(name: str, values, what: str, labels: tuple[str, ...]) -> np.ndarray | None:
+    """`values` as an array of len(labels) finite positive weights (None stays None); else a ValueError naming them."""
+    if values is None:
+        return None
+    w = np.asarray(values, float)
+    if w.shape != (len(labels),) or not np.isfinite(w).all() or (w <= 0).any():
+        raise ValueError(f"{name} must be {len(labels)} positive numbers, one per {what} {labels}; got {values}")
+    return w
 
 
 def make_dataset(spec: str, *, size: int = 64) -> Dataset:

@@ -55,8 +55,9 @@ def _load(directory: Path) -> tuple[list[Image.Image], list[str]]:
 
 
 def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
-    """Network evaluations per image: prior (x best-of, x2 when guided) and decoder (x2 at its guided steps), both x the
-    re-ranking candidates, then the upsamplers once (upsample=False: the images stop at the decoder)."""
+    """Network evaluations per image: prior (x best-of, x2 when guided) x its draws (PipelineConfig.prior_draws, the
+    candidates by default) and decoder (x2 at its guided steps) x the re-ranking candidates, then the upsamplers once
+    (upsample=False: the images stop at the decoder)."""
     cfg = pipe.config
     prior = {"diffusion": cfg.prior.steps * cfg.best_of * (1 if cfg.prior.guidance_scale == 1 else 2),
              "ar": (pipe.ar_prior.config.components if pipe.ar_prior else 0) * (1 if cfg.ar_guidance_scale == 1
@@ -68,7 +69,8 @@ def nfe_per_image(pipe: UnCLIP, kind: str, *, upsample: bool = True) -> int:
         interval = pipe.decoder.guided_timesteps(cfg.decoder.guidance_interval)
         decoder += sum(interval is None or interval[0] <= t <= interval[1]
                        for t in timesteps_for(pipe.decoder.diffusion, cfg.decoder.steps))
-    return (prior + decoder) * cfg.candidates + (cfg.upsampler.steps * len(pipe.upsamplers) if upsample else 0)
+    return (prior * (cfg.prior_draws or cfg.candidates) + decoder * cfg.candidates
+            + (cfg.upsampler.steps * len(pipe.upsamplers) if upsample else 0))
 
 
 def reranker(pipe: UnCLIP) -> str:

@@ -12,12 +12,17 @@ class JudgeConfig:
     width: int = 128
     layers: int = 3  # transformer blocks over [match token, caption states, image states] together
     heads: int = 4
+    # > 0: each grid state also gets the raw pixels of its patch (this many pixels a side, the CLIP's patch size),
+    # linearly embedded; 0: the CLIP's states alone
+    patch: int = 0
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{f.name} must be a positive integer, got {value!r}")
+            low = 0 if f.name == "patch" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{f.name} must be a {'non-negative' if low == 0 else 'positive'} integer, "
+                                 f"got {value!r}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
 
@@ -37,6 +42,7 @@ class JudgeConfig:
 
 PRESETS: dict[str, JudgeConfig] = {
     "tiny": JudgeConfig(),  # on the tiny CLIP (widths 128): 0.63M parameters
+    "tiny-pixels": JudgeConfig(patch=4),  # the same, each grid state given its 4 x 4 patch of pixels (32 px, grid 8)
 }
 
 

@@ -27,23 +27,32 @@ class Judge(nn.Module):
         self.config = cfg
         self.text_in = nn.Linear(cfg.text_width, cfg.width)
         self.image_in = nn.Linear(cfg.vision_width, cfg.width)
+        # where each colour is, exactly: the CLIP's output states blur it (docs/reranking.md)
+        self.pixel_in = nn.Linear(3 * cfg.patch ** 2, cfg.width) if cfg.patch else None
         self.kinds = nn.Parameter(0.02 * torch.randn(3, cfg.width))  # the match token, caption states, image states
         self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads)
         self.ln_final = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, 1)
 
     def forward(self, *, image_states: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
-                image_index: torch.Tensor | None = None) -> torch.Tensor:
+                image_index: torch.Tensor | None = None, patches: torch.Tensor | None = None) -> torch.Tensor:
         """Match logits (M,) of M (image, caption) pairs from the CLIP's image tower states (N, L, vision_width) and
         caption token states (M, T, text_width) with their (M, T) bool mask; pair m reads image image_index[m]
-        (default: image m, M = N), so an image's states are computed once however many captions it meets."""
+        (default: image m, M = N), so an image's states are computed once however many captions it meets. With
+        config.patch, `patches` (N, L - 1, 3 * patch ** 2) are the images' pixels under each grid state."""
         m = len(text_states)
         if image_index is None:
             if len(image_states) != m:
                 raise ValueError(f"{len(image_states)} images but {m} captions: pass image_index")
             image_index = torch.arange(m, device=text_states.device)
+        if (patches is None) != (self.pixel_in is None):
+            raise ValueError(f"this judge reads {'pixel patches' if self.pixel_in else 'no pixels'}, got "
+                             f"{'none' if patches is None else 'patches'}")
+        image = self.image_in(image_states)  # (N, L, W)
+        if patches is not None:  # the class state has no patch
+            image = image + nn.functional.pad(self.pixel_in(patches), (0, 0, 1, 0))
         text = self.text_in(text_states) + self.kinds[1]  # (M, T, W)
-        image = self.image_in(image_states)[image_index] + self.kinds[2]  # (M, L, W)
+        image = image[image_index] + self.kinds[2]  # (M, L, W)
         x = torch.cat([self.kinds[0].expand(m, 1, -1), text, image], dim=1)  # (M, 1 + T + L, W)
         keep = torch.cat([text_mask.new_ones(m, 1), text_mask, text_mask.new_ones(m, image.shape[1])], dim=1)
         x = self.transformer(x, mask=keep[:, None, None, :])  # padding hidden from every query; (M, 1 + T + L, W)
@@ -66,4 +75,11 @@ class Judge(nn.Module):
         with torch.no_grad():
             states, mask = clip.encode_text_sequence(tokens[:, :width])  # (M, t, text_width), (M, t)
             grid = clip.encode_image_tokens(images)  # (N, 1 + g*g, vision_width)
-        return self(image_states=grid, text_states=states, text_mask=mask, image_index=image_index)
+        patches = None
+        if self.config.patch:
+            p = self.config.patch
+            patches = nn.functional.unfold(images, kernel_size=p, stride=p).transpose(1, 2)  # (N, g*g, 3 p p)
+            if patches.shape[1] != grid.shape[1] - 1:
+                raise ValueError(f"the judge's {p} px patches make {patches.shape[1]} of {tuple(images.shape[2:])} "
+                                 f"images, the CLIP's grid has {grid.shape[1] - 1} states")
+        return self(image_states=grid, text_states=states, text_mask=mask, image_index=image_index, patches=patches)

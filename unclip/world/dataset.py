@@ -33,9 +33,13 @@ class ShapesDataset(Dataset):
         if not -self.length <= i < self.length:
             raise IndexError(f"index {i} out of range for a dataset of {self.length} scenes")
         scene = sample_scene(self.split, self.start + (i % self.length))
-        pixels = render_array(scene, self.size)  # (H, W, 3) uint8
-        image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 127.5 - 1.0  # (3, H, W)
-        return image, scene.caption, scene
+        return scene_tensor(scene, self.size), scene.caption, scene
+
+
+def scene_tensor(scene: Scene, size: int) -> torch.Tensor:
+    """`scene` rendered as a (3, size, size) float32 tensor in [-1, 1]."""
+    pixels = render_array(scene, size)  # (H, W, 3) uint8
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 127.5 - 1.0  # (3, H, W)
 
 
 def collate(batch: list[tuple[torch.Tensor, str, Scene]]) -> tuple[torch.Tensor, list[str], list[Scene]]:
