@@ -13,7 +13,8 @@ be started, the best one kept after step m and only it finished:
 This draws K candidates per caption in full, each from its own generator (so a kept candidate's trajectory is the
 one it would follow alone: dropping the others changes nothing), records the decoder's clipped x0 estimate at each
 step, scores every finished candidate with the world's scorer, and reports the accuracy of keeping, among the first
-k <= K candidates, the one whose step-m estimate CLIP rates highest; m = 8 is the finished image (the shipped rule).
+k <= K candidates, the one whose step-m estimate CLIP (or, with --rule judge, the pipeline's judge; the default where
+the pipeline re-ranks by it) rates highest; m = 8 is the finished image (the shipped rule).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/rerank_early.py --split val --n 500 --k 6 --threads 2 \\
         --out benchmarks/results/rerank_early_val.json
@@ -30,7 +31,7 @@ import torch
 
 from unclip.data.images import to_pil
 from unclip.pipeline import UnCLIP
-from unclip.rerank import clip_scores
+from unclip.rerank import clip_scores, judge_scores
 from unclip.world import sample_scene
 from unclip.world.score import score_image
 from report import write_report
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16, help="captions per batch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rule", default=None, choices=("clip", "judge"), help="what rates the estimates: the "
+                        "CLIP's cosine or the pipeline's judge stage (default: what the pipeline re-ranks by)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.k < 2:
@@ -86,11 +89,14 @@ def main() -> None:
         raise SystemExit("the evaluation count below assumes the shipped sampling: DDPM, autoguided at every step, "
                          "or the distilled decoder")
     steps, k, per_step = cfg.decoder.steps, args.k, 1 if distilled else 2
+    rule = args.rule or ("judge" if cfg.judge else "clip")
+    if rule == "judge" and pipe.judge is None:
+        raise SystemExit(f"--rule judge: {args.model} has no judge stage")
     estimates: list[torch.Tensor] = []
     recording_denoisers(pipe.decoder_distilled if distilled else pipe.decoder, estimates)
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
-    cos = np.zeros((args.n, steps + 1, k))  # cos[:, m - 1]: after m decoder evaluations; cos[:, steps]: finished
+    cos = np.zeros((args.n, steps + 1, k))  # the rule's rating after m decoder evaluations (m - 1), finished (steps)
     started = time.perf_counter()
     for s in range(0, args.n, args.batch):
         chunk = captions[s:s + args.batch]
@@ -102,10 +108,12 @@ def main() -> None:
             images = (pipe.decode(z_i, captions=batch, generator=generators, distilled=True) if distilled
                       else pipe.decode(z_i, captions=batch, generator=generators, autoguidance=True))
             z_t = pipe.text_conditioning(chunk)[0].repeat_interleave(k, dim=0)  # (B * K, E), unit norm
+            tokens = pipe.tokens(chunk).repeat_interleave(k, dim=0)  # (B * K, T)
             if len(estimates) != steps:
                 raise RuntimeError(f"recorded {len(estimates)} decoder calls for {steps} steps")
             for m, x in enumerate([*estimates, images]):
-                rated = clip_scores(pipe.clip, x, z_t).view(len(chunk), k)  # the pipeline's own rule
+                rated = (judge_scores(pipe.judge, pipe.clip, x, tokens) if rule == "judge"
+                         else clip_scores(pipe.clip, x, z_t)).view(len(chunk), k)
                 cos[s:s + len(chunk), m] = rated.numpy()
         for j, image in enumerate(images):
             correct[s + j // k, j % k] = score_image(to_pil(image), chunk[j // k]).correct
@@ -131,7 +139,7 @@ def main() -> None:
               f"{oracle[r['k']]:.3f} |")
     if args.out:
         write_report(args.out, {
-            "benchmark": "rerank_early", "model": args.model, "split": args.split, "n": args.n, "k": k,
+            "benchmark": "rerank_early", "model": args.model, "rule": rule, "split": args.split, "n": args.n, "k": k,
             "seed": args.seed, "threads": args.threads, "seconds": time.perf_counter() - started,
             "candidate_accuracy": float(correct.mean()), "pairs_finished": pairs, "oracle": oracle, "rows": rows})
         print(f"wrote {args.out}")

@@ -92,6 +92,8 @@ def main() -> None:
                         "judge) on the pipeline's CLIP: adds a rule 'matcher' that keeps the candidate with its "
                         "highest match logit (default: the pipeline's own judge stage, if it has one)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--save", default=None, help="also write the candidates (uint8), their captions, verdicts "
+                        "and every rule's scores to this .npz, to compare other re-rankers on them later")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = UnCLIP.from_pretrained(args.model)
@@ -106,7 +108,7 @@ def main() -> None:
     captions = [sample_scene(args.split, i).caption for i in range(args.n)]
     correct = np.zeros((args.n, k), dtype=bool)
     scores = {name: np.zeros((args.n, k)) for name in scored}
-    started = time.perf_counter()
+    started, kept_images = time.perf_counter(), []
     for s in range(0, args.n, args.batch):
         chunk = captions[s:s + args.batch]
         images = pipe.candidates(chunk, seed=args.seed + s)  # (len(chunk) * k, 3, S, S), as `unclip eval` draws
@@ -119,6 +121,9 @@ def main() -> None:
             scores["matcher"][s:s + len(chunk)] = matcher_scores(matcher, pipe.clip, images, tokens).view(-1, k).numpy()
         for j, image in enumerate(images):
             correct[s + j // k, j % k] = score_image(to_pil(image), chunk[j // k]).correct
+        if args.save:
+            kept_images.append(((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).view(len(chunk), k,
+                                                                                             *images.shape[1:]))
         print(f"{s + len(chunk)}/{args.n} captions, {time.perf_counter() - started:.0f} s", flush=True)
 
     skills = [parse_caption(c).skills for c in captions]
@@ -142,6 +147,10 @@ def main() -> None:
         r = rows[rule]
         print(f"| {rule} | {r['overall']:.3f} | {r['gain_vs_cosine']:+.3f} ± {r['gain_se']:.3f} | "
               + " | ".join(f"{r['skills'].get(t, float('nan')):.3f}" for t in names) + " |")
+    if args.save:
+        np.savez_compressed(args.save, images=torch.cat(kept_images).numpy(), captions=np.array(captions),
+                            correct=correct, **{f"score_{name}": value for name, value in scores.items()})
+        print(f"wrote {args.save}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({
