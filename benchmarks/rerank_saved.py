@@ -24,7 +24,7 @@ import torch
 from unclip.clip import load_clip
 from unclip.judge import Judge, JudgeConfig, load_judge
 from unclip.rerank import judge_scores
-from unclip.train.checkpoint import list_checkpoints, read_tensors
+from unclip.train.checkpoint import list_checkpoints, load_checkpoint
 from unclip.world.captions import parse_caption
 from unclip.world.score import accuracy_by_skill
 
@@ -43,7 +43,7 @@ def load_any(path: Path, step: int | None) -> tuple[Judge, str]:
         raise SystemExit(f"{path}: no checkpoint at step {step}; it has {sorted(found)}")
     model = json.loads((path / "config.json").read_text())["model"]
     judge = Judge(JudgeConfig.from_dict({k: v for k, v in model.items() if k in JudgeConfig.__dataclass_fields__}))
-    judge.load_state_dict(read_tensors(found[step] / "model.safetensors"), strict=True)
+    judge.load_state_dict(load_checkpoint(found[step])[0]["model"], strict=True)
     return judge.eval(), f"{path} step {step}"
 
 

@@ -55,6 +55,10 @@ class StageSampling:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
 
 
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     """How each stage samples. The paper: 64 prior steps, best of 2; a guided decoder; DDIM in 27 steps for the
@@ -111,16 +115,14 @@ class PipelineConfig:
     def __post_init__(self):
         if self.prior_kind not in PRIOR_KINDS:
             raise ValueError(f"unknown prior kind {self.prior_kind!r}: expected one of {', '.join(PRIOR_KINDS)}")
-        if isinstance(self.best_of, bool) or not isinstance(self.best_of, int) or self.best_of < 1:
-            raise ValueError(f"best_of must be a positive integer, got {self.best_of!r}")
-        if isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1:
-            raise ValueError(f"candidates must be a positive integer, got {self.candidates!r}")
-        if self.prior_draws is not None and (isinstance(self.prior_draws, bool) or not isinstance(
-                self.prior_draws, int) or self.prior_draws < 1 or self.candidates % self.prior_draws):
+        for name in ("best_of", "candidates"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.prior_draws is not None and (not _positive_int(self.prior_draws)
+                                             or self.candidates % self.prior_draws):
             raise ValueError(f"prior_draws must be None or a positive integer that divides candidates "
                              f"({self.candidates}), got {self.prior_draws!r}")
-        if self.manipulation_steps is not None and (isinstance(self.manipulation_steps, bool) or not isinstance(
-                self.manipulation_steps, int) or self.manipulation_steps < 1):
+        if self.manipulation_steps is not None and not _positive_int(self.manipulation_steps):
             raise ValueError(f"manipulation_steps must be None or a positive integer, got {self.manipulation_steps!r}")
         for name in ("prior", "upsampler"):
             if getattr(self, name).guidance_interval is not None:
@@ -391,16 +393,13 @@ class UnCLIP:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
         k = self.config.candidates
         draws = self.config.prior_draws or k  # z_i per image, each decoded k / draws times
-        per_caption = num_images * k
         generators = self.caption_generators(len(captions), seed)
-        batch = [c for c in captions for _ in range(per_caption)]
-        rows = [g for g in generators for _ in range(per_caption)]
-        if draws == k:
-            z_i = self.image_embeddings(batch, prior=prior, generator=rows)
-        else:
-            z_i = self.image_embeddings([c for c in captions for _ in range(num_images * draws)], prior=prior,
-                                        generator=[g for g in generators for _ in range(num_images * draws)])
-            z_i = None if z_i is None else z_i.repeat_interleave(k // draws, dim=0)  # (N * num_images * k, E)
+        batch = [c for c in captions for _ in range(num_images * k)]
+        rows = [g for g in generators for _ in range(num_images * k)]
+        z_i = self.image_embeddings([c for c in captions for _ in range(num_images * draws)], prior=prior,
+                                    generator=[g for g in generators for _ in range(num_images * draws)])
+        if z_i is not None and draws < k:
+            z_i = z_i.repeat_interleave(k // draws, dim=0)  # (N * num_images * k, E)
         if self.config.distilled:
             return self.decode(z_i, captions=batch, generator=rows, distilled=True)
         return self.decode(z_i, captions=batch, generator=rows, autoguidance=self.config.autoguidance)

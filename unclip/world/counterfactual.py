@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from .captions import parse_caption
+from .perturb import pick_other
 from .scene import Scene
 from .score import caption_holds
 from .vocab import BACKGROUNDS, COLOURS, SHAPES
@@ -29,21 +30,17 @@ _SYMMETRIES = (
 )
 
 
-def _other(rng: np.random.Generator, options, current):
-    choices = [o for o in options if o != current]
-    return choices[int(rng.integers(len(choices)))]
-
-
 def _candidate(scene: Scene, change: str, rng: np.random.Generator) -> Scene | None:
     objects = list(scene.objects)
     k = int(rng.integers(len(objects)))
     if change == "layout":
         move = _SYMMETRIES[int(rng.integers(len(_SYMMETRIES)))]
-        objects = [replace(o, cx=float(move(o.cx, o.cy)[0]), cy=float(move(o.cx, o.cy)[1])) for o in objects]
+        moved = [move(o.cx, o.cy) for o in objects]
+        objects = [replace(o, cx=float(x), cy=float(y)) for o, (x, y) in zip(objects, moved)]
     elif change == "colour":
-        objects[k] = replace(objects[k], colour=_other(rng, tuple(COLOURS), objects[k].colour))
+        objects[k] = replace(objects[k], colour=pick_other(rng, tuple(COLOURS), objects[k].colour))
     elif change == "shape":
-        objects[k] = replace(objects[k], shape=_other(rng, SHAPES, objects[k].shape))
+        objects[k] = replace(objects[k], shape=pick_other(rng, SHAPES, objects[k].shape))
     elif change == "binding":  # two objects trade colours: each colour now sits on the other's shape
         pairs = [(i, j) for i in range(len(objects)) for j in range(i + 1, len(objects))
                  if objects[i].colour != objects[j].colour and objects[i].shape != objects[j].shape]
@@ -57,7 +54,7 @@ def _candidate(scene: Scene, change: str, rng: np.random.Generator) -> Scene | N
             return None
         del objects[k]
     elif change == "background":
-        return replace(scene, background=_other(rng, tuple(BACKGROUNDS), scene.background))
+        return replace(scene, background=pick_other(rng, tuple(BACKGROUNDS), scene.background))
     else:
         raise ValueError(f"unknown scene change {change!r}: expected one of {', '.join(CHANGES)}")
     return replace(scene, objects=tuple(objects))
@@ -75,4 +72,3 @@ def counterfactual(scene: Scene, change: str, rng: np.random.Generator, *, tries
         if not caption_holds(spec, other):
             return other
     return None
-

@@ -24,7 +24,8 @@ ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "
 _parsed = lru_cache(maxsize=256)(parse_caption)
 
 
-def _other(rng: np.random.Generator, options, current):
+def pick_other(rng: np.random.Generator, options, current):
+    """One of `options` other than `current`, drawn uniformly."""
     choices = [o for o in options if o != current]
     return choices[int(rng.integers(len(choices)))]
 
@@ -36,12 +37,12 @@ def _candidate(scene: Scene, spec: CaptionSpec, attribute: str, rng: np.random.G
     if attribute in ("colour", "shape", "size"):
         first = objects[targets[0]]
         if attribute == "colour":
-            new = replace(first, colour=_other(rng, tuple(COLOURS), first.colour))
+            new = replace(first, colour=pick_other(rng, tuple(COLOURS), first.colour))
         elif attribute == "shape":
-            new = replace(first, shape=_other(rng, SHAPES, first.shape))
+            new = replace(first, shape=pick_other(rng, SHAPES, first.shape))
         else:
             true_size = scene.objects[targets[0]].size
-            new = replace(first, size=_other(rng, SIZES, true_size))
+            new = replace(first, size=pick_other(rng, SIZES, true_size))
         for t in targets:
             objects[t] = new
         return spec.with_(objects=tuple(objects))
@@ -52,14 +53,14 @@ def _candidate(scene: Scene, spec: CaptionSpec, attribute: str, rng: np.random.G
             return spec.with_(form="count", objects=(objects[0],) * 2, position=None)
         return None
     if attribute == "relation":
-        return spec.with_(relation=_other(rng, RELATIONS, spec.relation)) if spec.form == "pair" else None
+        return spec.with_(relation=pick_other(rng, RELATIONS, spec.relation)) if spec.form == "pair" else None
     if attribute == "position":
         if spec.form != "single":
             return None
         true_cell = position_of(scene.objects[0].cx, scene.objects[0].cy)
-        return spec.with_(position=_other(rng, POSITIONS, true_cell))
+        return spec.with_(position=pick_other(rng, POSITIONS, true_cell))
     if attribute == "background":
-        return spec.with_(background=_other(rng, tuple(BACKGROUNDS), scene.background))
+        return spec.with_(background=pick_other(rng, tuple(BACKGROUNDS), scene.background))
     raise ValueError(f"unknown attribute {attribute!r}: expected one of {', '.join(ATTRIBUTES)}")
 
 
